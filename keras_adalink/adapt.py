@@ -1,0 +1,137 @@
+import keras
+from keras_hub.models import Backbone
+from keras_hub.models import Task
+
+from keras_adalink.layers import AdaLink
+from keras_adalink.layers import ModalityRouter
+from keras_adalink.layers import TaskRouter
+from keras_adalink.models import AdaLinkBackbone
+
+DEFAULT_INSERTION = "token_embedding"
+
+
+def make_adapter(
+    rank, num_tasks=None, modalities=None, layout=None, unified=False,
+    dtype=None, **layer_kwargs,
+):
+    """The adapter layer `adapt()` inserts, named `"adalink"`."""
+    if num_tasks is not None and modalities is not None:
+        raise ValueError(
+            "Pass `num_tasks` or `modalities`, not both. Received: "
+            f"num_tasks={num_tasks}, modalities={modalities}"
+        )
+    common = dict(rank=rank, dtype=dtype, name="adalink", **layer_kwargs)
+    if num_tasks is not None:
+        return TaskRouter(num_tasks=num_tasks, **common)
+    if modalities is not None:
+        return ModalityRouter(
+            modalities, layout=layout, unified=unified, **common
+        )
+    if layout is not None or unified:
+        raise ValueError(
+            "`layout` and `unified` need `modalities`. Received: "
+            f"layout={layout}, unified={unified}"
+        )
+    return AdaLink(**common)
+
+
+def adapt(
+    model: Backbone | Task,
+    rank: int = 4,
+    insertion: str = DEFAULT_INSERTION,
+    num_tasks: int | None = None,
+    modalities: list[str] | None = None,
+    layout: list[int | None] | None = None,
+    unified: bool = False,
+    activation=None,
+    dropout: float = 0.1,
+    scale: float = 1.0,
+    train_head: bool = True,
+) -> Backbone | Task:
+    """Adds AdaLink to a KerasHub backbone or task; freezes the backbone.
+
+    Returns a model used exactly like `model`: a backbone becomes an
+    `AdaLinkBackbone` with the same inputs and outputs; a task becomes a task
+    of the same class around that backbone, with the same preprocessor and a
+    copy of the task's head weights. The backbone's weights are shared, not
+    copied, and frozen; at init the adapted model's outputs equal `model`'s.
+
+    Args:
+        model: a KerasHub `Backbone` or `Task` (BERT family).
+        rank: int. AdaLink bottleneck width.
+        insertion: `"token_embedding"` (after the token lookup; foldable into
+            the vocabulary table) or `"block_input"` (input of the first
+            transformer block).
+        num_tasks: int. One module per task (`TaskRouter`) and an int
+            `task_id` model input of shape `[batch]`.
+        modalities: list of str. One module per modality (`ModalityRouter`)
+            and an int `modality_ids` input `[batch, sequence]` unless
+            `layout` is given.
+        layout: static modality layout for `ModalityRouter`.
+        unified: one module shared by all modalities (the paper's ablation).
+        activation: between the projections. Defaults to identity.
+        dropout: dropout on the adapter branch. Defaults to `0.1`.
+        scale: multiplier on the adapter branch. Defaults to `1.0`.
+        train_head: for tasks, whether the task head trains with the adapter.
+
+    Example:
+    >>> adapted = keras_adalink.adapt(classifier, rank=4)
+    >>> adapted.fit(["great film", "dull"], [1, 0])
+    """
+    if isinstance(getattr(model, "backbone", model), AdaLinkBackbone):
+        raise ValueError(
+            "This model is already adapted by keras_adalink. Adapt the "
+            "original model, or load another adapter into this one."
+        )
+    if not isinstance(model, (Backbone, Task)):
+        raise ValueError(
+            "`adapt` takes a keras_hub Backbone or Task. Received: "
+            f"{type(model).__name__}"
+        )
+    backbone = model if isinstance(model, Backbone) else model.backbone
+    adapter = make_adapter(
+        rank,
+        num_tasks=num_tasks,
+        modalities=modalities,
+        layout=layout,
+        unified=unified,
+        activation=activation,
+        dropout=dropout,
+        scale=scale,
+        dtype=backbone.dtype_policy,
+    )
+    adapted = AdaLinkBackbone(backbone, adapter, insertion=insertion)
+    if isinstance(model, Backbone):
+        return adapted
+    return _rebuild_task(model, adapted, train_head)
+
+
+def _head_weights(task, backbone):
+    backbone_ids = {id(v) for v in backbone.weights}
+    return [v for v in task.weights if id(v) not in backbone_ids]
+
+
+def _rebuild_task(task, adapted, train_head):
+    config = task.get_config()
+    config["backbone"] = adapted
+    config["preprocessor"] = task.preprocessor
+    new_task = type(task).from_config(config)
+    old_head = _head_weights(task, task.backbone)
+    new_head = _head_weights(new_task, adapted)
+    shapes = [tuple(v.shape) for v in old_head]
+    if shapes != [tuple(v.shape) for v in new_head]:
+        raise ValueError(
+            f"Could not carry the head of {type(task).__name__} over to the "
+            "adapted task: its weights do not match after rebuilding."
+        )
+    for old, new in zip(old_head, new_head):
+        new.assign(old)
+    if not train_head:
+        for layer in new_task.layers:
+            if layer is not adapted:
+                layer.trainable = False
+    if task.compiled:
+        new_task.compile(
+            optimizer=task.optimizer, loss=task.loss, metrics=task.metrics
+        )
+    return new_task

@@ -1,0 +1,5 @@
+from keras_adalink.layers.ada_link import AdaLink
+from keras_adalink.layers.modality_router import ModalityRouter
+from keras_adalink.layers.task_router import TaskRouter
+
+__all__ = ["AdaLink", "ModalityRouter", "TaskRouter"]

@@ -1,0 +1,159 @@
+import keras
+import numpy as np
+from keras import ops
+
+from keras_adalink.layers.base_ada_link import BaseAdaLink
+from keras_adalink.layers.base_ada_link import concrete_numpy
+
+
+@keras.saving.register_keras_serializable(package="keras_adalink")
+class ModalityRouter(BaseAdaLink):
+    """One AdaLink module per modality, picked per token.
+
+    Token `n` of modality `m` computes
+    `y_n = x_n + dropout(f(x_n @ W_down[m]) @ W_up[m]) * scale` (equations 1
+    and 2 of the paper), so image-patch tokens and text tokens are adapted by
+    separate modules before the frozen blocks fuse them. Tokens whose
+    modality id is not in `[0, len(modalities))` (use `-1` for padding) pass
+    through unchanged. With `unified=True` one shared module adapts every
+    token of a known modality (the paper's ablation, Table 3).
+
+    The modality of each token comes from a `modality_ids` call argument
+    (`[batch, sequence]` ints, index into `modalities`) or, when that is
+    omitted, from the static `layout`: `layout=[256, None]` means the first
+    256 positions are `modalities[0]` and the rest `modalities[1]`.
+
+    Args:
+        modalities: list of str. Modality names; ids index into this list.
+        rank: int. Bottleneck width of every module.
+        layout: optional list of int (the last may be `None`, "the rest").
+            Number of positions of each modality, in order. Defaults to
+            `None` (ids must be passed at call time).
+        unified: bool. Share one module across modalities. Defaults to
+            `False`.
+        activation: string or callable. Defaults to `None` (identity).
+        dropout: float. Dropout on the adapter branch. Defaults to `0.1`.
+        scale: float. Multiplier on the adapter branch. Defaults to `1.0`.
+        down_initializer: initializer for `W_down`. Defaults to
+            `"he_uniform"`.
+        up_initializer: initializer for `W_up`. Defaults to `"zeros"`.
+        **kwargs: other `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: float tensor `[batch, sequence, d]`.
+        modality_ids: optional int tensor `[batch, sequence]`.
+        training: bool. Whether dropout is active.
+
+    Example:
+    >>> router = ModalityRouter(["image", "text"], rank=4, layout=[6, None])
+    >>> x = np.random.rand(2, 10, 32).astype("float32")
+    >>> router(x).shape
+    (2, 10, 32)
+
+    Reference:
+        - [Wang et al., 2023](https://arxiv.org/abs/2310.12100), section 3.2,
+          "Multimodal AdaLink".
+    """
+
+    def __init__(self, modalities, rank, layout=None, unified=False, **kwargs):
+        super().__init__(rank=rank, **kwargs)
+        if isinstance(modalities, str) or not modalities:
+            raise ValueError(
+                "`modalities` must be a non-empty list of names. "
+                f"Received: modalities={modalities!r}"
+            )
+        modalities = [str(m) for m in modalities]
+        if len(set(modalities)) != len(modalities):
+            raise ValueError(
+                "`modalities` must not repeat a name. "
+                f"Received: modalities={modalities}"
+            )
+        if layout is not None:
+            layout = list(layout)
+            ok = len(layout) == len(modalities) and all(
+                isinstance(n, int) and n >= 0 for n in layout[:-1]
+            )
+            ok = ok and (
+                layout[-1] is None
+                or (isinstance(layout[-1], int) and layout[-1] >= 0)
+            )
+            if not ok:
+                raise ValueError(
+                    "`layout` must give one non-negative int per modality "
+                    "(the last may be None). Received: "
+                    f"layout={layout} for modalities={modalities}"
+                )
+        self.modalities = modalities
+        self.layout = layout
+        self.unified = bool(unified)
+
+    @property
+    def num_modules(self):
+        return 1 if self.unified else len(self.modalities)
+
+    def _layout_ids(self, inputs):
+        positions = ops.arange(ops.shape(inputs)[1], dtype="int32")
+        bounds = np.cumsum([n for n in self.layout if n is not None])
+        if self.layout[-1] is None:
+            bounds = bounds[: len(self.layout) - 1]
+        ids = ops.zeros_like(positions)
+        for bound in bounds:
+            ids = ids + ops.cast(positions >= int(bound), "int32")
+        return ops.broadcast_to(ids[None, :], ops.shape(inputs)[:2])
+
+    def _check(self, modality_ids):
+        values = concrete_numpy(modality_ids)
+        if values is None:
+            return
+        if not np.issubdtype(values.dtype, np.integer):
+            raise TypeError(
+                f"`modality_ids` must be an int tensor. Received dtype "
+                f"{values.dtype} for layer '{self.name}'"
+            )
+        bad = values[values >= len(self.modalities)]
+        if bad.size:
+            raise ValueError(
+                f"`modality_ids` must be < {len(self.modalities)} (the "
+                f"number of modalities {self.modalities}) or negative for "
+                f"pass-through, for layer '{self.name}'. Received: "
+                f"{sorted(set(bad.tolist()))}"
+            )
+
+    def call(self, inputs, modality_ids=None, training=None):
+        if modality_ids is None:
+            if self.layout is None:
+                raise ValueError(
+                    f"Layer '{self.name}' has no `layout`, so `modality_ids` "
+                    "must be passed."
+                )
+            modality_ids = self._layout_ids(inputs)
+        else:
+            self._check(modality_ids)
+        modality_ids = ops.cast(modality_ids, "int32")
+        known = ops.logical_and(
+            modality_ids >= 0, modality_ids < len(self.modalities)
+        )
+        if self.unified:
+            modality_ids = ops.where(known, 0, -1)
+        route = ops.cast(
+            ops.equal(
+                modality_ids[..., None], ops.arange(self.num_modules)
+            ),
+            inputs.dtype,
+        )
+        down, up = self._kernels(inputs.dtype)
+        hidden = ops.einsum("bnd,mdr->bnmr", inputs, down)
+        return self._finish(
+            inputs, hidden, "bnmr,mrd->bnd", up, training, route[..., None]
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "modalities": self.modalities,
+                "layout": self.layout,
+                "unified": self.unified,
+            }
+        )
+        return config
