@@ -1,10 +1,14 @@
 """AdaLink: non-intrusive, input-centric adaptation of frozen transformers."""
 
+from keras_adalink import datasets
 from keras_adalink.adapt import adapt
+from keras_adalink.adapter_file import load_adapter
+from keras_adalink.adapter_file import save_adapter
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models import AdaLinkBackbone
+from keras_adalink.schedules import WarmupRsqrtDecay
 from keras_adalink.version import __version__
 
 __all__ = [
@@ -12,6 +16,10 @@ __all__ = [
     "AdaLinkBackbone",
     "ModalityRouter",
     "TaskRouter",
+    "WarmupRsqrtDecay",
     "__version__",
     "adapt",
+    "datasets",
+    "load_adapter",
+    "save_adapter",
 ]

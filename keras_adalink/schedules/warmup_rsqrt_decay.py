@@ -1,0 +1,49 @@
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_adalink")
+class WarmupRsqrtDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup, then reciprocal square root decay (the paper's schedule).
+
+    `lr(step) = peak * min((step + 1) / warmup_steps,
+    sqrt(warmup_steps / (step + 1)))`: rises linearly to `peak_learning_rate`
+    over `warmup_steps`, then decays as `1 / sqrt(step)`.
+
+    Args:
+        peak_learning_rate: float. The rate reached at the end of warmup.
+        warmup_steps: int. Number of warmup steps, at least 1.
+
+    Example:
+    >>> schedule = WarmupRsqrtDecay(1e-3, warmup_steps=100)
+    >>> optimizer = keras.optimizers.Adam(schedule)
+
+    Reference:
+        - [Wang et al., 2023](https://arxiv.org/abs/2310.12100), section 4.1.2.
+    """
+
+    def __init__(self, peak_learning_rate, warmup_steps):
+        if not peak_learning_rate > 0:
+            raise ValueError(
+                "`peak_learning_rate` must be positive. Received: "
+                f"peak_learning_rate={peak_learning_rate}"
+            )
+        if not isinstance(warmup_steps, int) or warmup_steps < 1:
+            raise ValueError(
+                "`warmup_steps` must be a positive int. Received: "
+                f"warmup_steps={warmup_steps!r}"
+            )
+        self.peak_learning_rate = float(peak_learning_rate)
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32") + 1.0
+        warmup = float(self.warmup_steps)
+        factor = ops.minimum(step / warmup, ops.sqrt(warmup / step))
+        return self.peak_learning_rate * factor
+
+    def get_config(self):
+        return {
+            "peak_learning_rate": self.peak_learning_rate,
+            "warmup_steps": self.warmup_steps,
+        }

@@ -1,0 +1,118 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_adalink import AdaLink
+from keras_adalink import ModalityRouter
+from tests.helpers import run_layer_checks
+
+
+def _x(shape=(3, 7, 8), seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def _randomize(router, seed=4):
+    rng = np.random.default_rng(seed)
+    for v in (router.adalink_down, router.adalink_up):
+        v.assign(rng.normal(size=v.shape).astype("float32"))
+
+
+def _per_token_reference(router, x, ids):
+    """Each token through the AdaLink of its modality, one at a time."""
+    out = x.copy()
+    for m in range(len(router.modalities)):
+        single = AdaLink(rank=router.rank, dropout=0.0)
+        single(x)
+        module = 0 if router.unified else m
+        single.adalink_down.assign(router.adalink_down[module])
+        single.adalink_up.assign(router.adalink_up[module])
+        adapted = keras.ops.convert_to_numpy(single(x))
+        out[ids == m] = adapted[ids == m]
+    return out
+
+
+def test_standard_checks_with_ids():
+    run_layer_checks(
+        ModalityRouter,
+        {"modalities": ["image", "text"], "rank": 2},
+        _x(),
+        {"modality_ids": np.array([[0, 0, 1, 1, 1, -1, -1]] * 3, "int32")},
+    )
+
+
+def test_standard_checks_with_layout():
+    run_layer_checks(
+        ModalityRouter,
+        {"modalities": ["image", "text"], "rank": 2, "layout": [3, None]},
+        _x(),
+    )
+
+
+@pytest.mark.parametrize("unified", [False, True])
+def test_equals_per_token_adalink(unified):
+    router = ModalityRouter(
+        ["image", "text", "audio"], rank=2, unified=unified, dropout=0.0
+    )
+    x = _x()
+    ids = np.random.default_rng(1).integers(-1, 3, size=(3, 7)).astype("int32")
+    router(x, modality_ids=ids)
+    _randomize(router)
+    out = keras.ops.convert_to_numpy(router(x, modality_ids=ids))
+    np.testing.assert_allclose(
+        out, _per_token_reference(router, x, ids), rtol=1e-5, atol=1e-5
+    )
+    # Padding (-1) passes through bit-exactly.
+    np.testing.assert_array_equal(out[ids == -1], x[ids == -1])
+
+
+def test_unified_has_one_module():
+    router = ModalityRouter(["image", "text"], rank=4, unified=True)
+    router(_x(), modality_ids=np.zeros((3, 7), "int32"))
+    assert tuple(router.adalink_down.shape) == (1, 8, 4)
+
+
+@pytest.mark.parametrize(
+    "layout,expected",
+    [
+        ([3, None], [0, 0, 0, 1, 1, 1, 1]),
+        ([2, 4], [0, 0, 1, 1, 1, 1, -1]),
+        ([0, None], [1] * 7),
+    ],
+)
+def test_static_layout_matches_ids(layout, expected):
+    router = ModalityRouter(["image", "text"], rank=2, layout=layout)
+    x = _x()
+    router(x)
+    _randomize(router)
+    ids = np.array([expected] * 3, "int32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(router(x)),
+        keras.ops.convert_to_numpy(router(x, modality_ids=ids)),
+        rtol=1e-6,
+    )
+
+
+def test_out_of_range_modality_id_eager():
+    router = ModalityRouter(["image", "text"], rank=2)
+    with pytest.raises(ValueError, match=r"< 2.*\[5\]"):
+        router(_x(), modality_ids=np.full((3, 7), 5, "int32"))
+
+
+def test_ids_required_without_layout():
+    with pytest.raises(ValueError, match="modality_ids"):
+        ModalityRouter(["image", "text"], rank=2)(_x())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"modalities": "image"},
+        {"modalities": []},
+        {"modalities": ["a", "a"]},
+        {"modalities": ["a", "b"], "layout": [3]},
+        {"modalities": ["a", "b"], "layout": [None, 3]},
+    ],
+)
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match="modalities|layout"):
+        ModalityRouter(rank=2, **kwargs)
