@@ -78,7 +78,9 @@ def adapt(
     >>> adapted = keras_adalink.adapt(classifier, rank=4)
     >>> adapted.fit(["great film", "dull"], [1, 0])
     """
-    if isinstance(getattr(model, "backbone", model), AdaLinkBackbone):
+    if isinstance(model, AdaLinkBackbone) or isinstance(
+        getattr(model, "backbone", None), AdaLinkBackbone
+    ):
         raise ValueError(
             "This model is already adapted by keras_adalink. Adapt the "
             "original model, or load another adapter into this one."
@@ -130,8 +132,6 @@ def _rebuild_task(task, adapted, train_head):
         for layer in new_task.layers:
             if layer is not adapted:
                 layer.trainable = False
-    if task.compiled:
-        new_task.compile(
-            optimizer=task.optimizer, loss=task.loss, metrics=task.metrics
-        )
+    # The rebuilt task carries its class's default `compile()`; a custom
+    # compile of the original is not carried over (call `compile` again).
     return new_task
