@@ -1,0 +1,32 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_adalink import WarmupRsqrtDecay
+
+
+def test_warmup_then_rsqrt():
+    schedule = WarmupRsqrtDecay(1e-3, warmup_steps=10)
+    lr = [float(schedule(step)) for step in range(100)]
+    np.testing.assert_allclose(lr[0], 1e-4, rtol=1e-6)
+    np.testing.assert_allclose(lr[9], 1e-3, rtol=1e-6)
+    assert all(a < b for a, b in zip(lr[:9], lr[1:10]))
+    np.testing.assert_allclose(lr[39], 1e-3 * np.sqrt(10 / 40), rtol=1e-6)
+    assert all(a > b for a, b in zip(lr[10:], lr[11:]))
+
+
+def test_serializes_inside_optimizer():
+    optimizer = keras.optimizers.Adam(WarmupRsqrtDecay(2e-3, warmup_steps=5))
+    config = keras.optimizers.serialize(optimizer)["config"]["learning_rate"]
+    restored = keras.saving.deserialize_keras_object(config)
+    assert isinstance(restored, WarmupRsqrtDecay)
+    assert restored.get_config() == {
+        "peak_learning_rate": 2e-3,
+        "warmup_steps": 5,
+    }
+
+
+@pytest.mark.parametrize("kwargs", [{"peak_learning_rate": 0}, {"warmup_steps": 0}])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        WarmupRsqrtDecay(**{"peak_learning_rate": 1e-3, "warmup_steps": 5, **kwargs})
