@@ -91,8 +91,9 @@ def main():
     texts, labels = keras_adalink.datasets.rotten_tomatoes("train")
     texts, labels = texts[: args.train_examples], labels[: args.train_examples]
     test_texts, test_labels = keras_adalink.datasets.rotten_tomatoes("test")
-    x, x_test = featurize(preprocessor, texts), featurize(
-        preprocessor, test_texts
+    x, x_test = (
+        featurize(preprocessor, texts),
+        featurize(preprocessor, test_texts),
     )
     print(
         f"Rotten Tomatoes: {len(labels)} train / {len(test_labels)} test "
@@ -120,10 +121,10 @@ def main():
             f"{name:<28}{count(m.trainable_weights):>11,}"
             f"{accuracy:>10.4f}{seconds:>9.1f}"
         )
+    frozen, added = count(backbone.weights), count(adapted.adapter.weights)
     print(
-        f"backbone parameters (frozen): {count(backbone.weights):,}; "
-        f"AdaLink adds {count(adapted.adapter.weights):,} "
-        f"({100 * count(adapted.adapter.weights) / count(backbone.weights):.3f}%)"
+        f"backbone parameters (frozen): {frozen:,}; AdaLink adds "
+        f"{added:,} ({100 * added / frozen:.3f}% of the backbone)"
     )
 
     with tempfile.TemporaryDirectory() as tmp:

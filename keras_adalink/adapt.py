@@ -1,4 +1,3 @@
-import keras
 from keras_hub.models import Backbone
 from keras_hub.models import Task
 
@@ -11,8 +10,13 @@ DEFAULT_INSERTION = "token_embedding"
 
 
 def make_adapter(
-    rank, num_tasks=None, modalities=None, layout=None, unified=False,
-    dtype=None, **layer_kwargs,
+    rank,
+    num_tasks=None,
+    modalities=None,
+    layout=None,
+    unified=False,
+    dtype=None,
+    **layer_kwargs,
 ):
     """The adapter layer `adapt()` inserts, named `"adalink"`."""
     if num_tasks is not None and modalities is not None:

@@ -105,8 +105,7 @@ def describe_adapter(model):
         "adapter": _adapter_record(adalink_backbone),
         "backbone": backbone_fingerprint(adalink_backbone.backbone),
         "variables": {
-            path: list(v.shape)
-            for path, v in adapter_variables(model).items()
+            path: list(v.shape) for path, v in adapter_variables(model).items()
         },
     }
 
@@ -215,9 +214,7 @@ def load_adapter(model, path):
         {k: v for k, v in file_bb.items() if k != "weights_sha256"},
         {k: v for k, v in model_bb.items() if k != "weights_sha256"},
     )
-    if not problems and file_bb["weights_sha256"] != model_bb[
-        "weights_sha256"
-    ]:
+    if not problems and file_bb["weights_sha256"] != model_bb["weights_sha256"]:
         problems.append(
             "backbone weights: the model's frozen backbone is another "
             "checkpoint than the one the adapter was trained on"

@@ -20,7 +20,9 @@ def test_identity_at_init_every_family(family, insertion):
     assert isinstance(adapted, AdaLinkBackbone)
     x = backbone_inputs(backbone)
     expected, got = to_numpy(backbone(x)), to_numpy(adapted(x))
-    for want, have in zip(keras.tree.flatten(expected), keras.tree.flatten(got)):
+    for want, have in zip(
+        keras.tree.flatten(expected), keras.tree.flatten(got)
+    ):
         np.testing.assert_allclose(have, want, atol=1e-6)
     # The adapter really sits in the graph: nonzero weights change outputs.
     randomize_adapter(adapted)
@@ -179,7 +181,9 @@ def test_fit_changes_only_the_adapter():
     model.fit(x, np.ones((8, 1)), epochs=3, batch_size=4, verbose=0)
     for value, variable in zip(frozen, backbone.weights):
         np.testing.assert_array_equal(value, variable.numpy(), variable.path)
-    assert not np.array_equal(adapter_before, adapted.adapter.adalink_up.numpy())
+    assert not np.array_equal(
+        adapter_before, adapted.adapter.adalink_up.numpy()
+    )
 
 
 @pytest.mark.parametrize("num_tasks", [None, 3])

@@ -129,9 +129,7 @@ def test_refuses_other_insertion(saved):
 
 def test_refuses_other_router(saved):
     backbone, path = saved
-    _expect_refusal(
-        _classifier(backbone, num_tasks=2), path, "adapter.class"
-    )
+    _expect_refusal(_classifier(backbone, num_tasks=2), path, "adapter.class")
 
 
 def test_refuses_other_checkpoint_same_architecture(saved):

@@ -10,7 +10,7 @@ def test_rotten_tomatoes_split_fixed_disjoint_stratified():
     assert sizes == {"train": 10201, "validation": 1275, "test": 1276}
     seen = [set(texts.tolist()) for texts, _ in splits.values()]
     assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
-    for texts, labels in splits.values():
+    for _texts, labels in splits.values():
         assert set(np.unique(labels)) == {0, 1}
         assert abs(labels.mean() - 0.578) < 0.005
     again_texts, again_labels = datasets.rotten_tomatoes("test")
@@ -25,6 +25,4 @@ def test_bad_split():
 
 def test_minilm_is_installed():
     path = datasets.minilm_path()
-    assert (
-        open(f"{path}/config.json").read().count('"model_type": "bert"') == 1
-    )
+    assert open(f"{path}/config.json").read().count('"model_type": "bert"') == 1

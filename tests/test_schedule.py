@@ -26,7 +26,11 @@ def test_serializes_inside_optimizer():
     }
 
 
-@pytest.mark.parametrize("kwargs", [{"peak_learning_rate": 0}, {"warmup_steps": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"peak_learning_rate": 0}, {"warmup_steps": 0}]
+)
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
-        WarmupRsqrtDecay(**{"peak_learning_rate": 1e-3, "warmup_steps": 5, **kwargs})
+        WarmupRsqrtDecay(
+            **{"peak_learning_rate": 1e-3, "warmup_steps": 5, **kwargs}
+        )

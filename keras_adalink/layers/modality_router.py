@@ -136,9 +136,7 @@ class ModalityRouter(BaseAdaLink):
         if self.unified:
             modality_ids = ops.where(known, 0, -1)
         route = ops.cast(
-            ops.equal(
-                modality_ids[..., None], ops.arange(self.num_modules)
-            ),
+            ops.equal(modality_ids[..., None], ops.arange(self.num_modules)),
             inputs.dtype,
         )
         down, up = self._kernels(inputs.dtype)
