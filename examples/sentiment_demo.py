@@ -24,6 +24,7 @@ import keras_adalink  # noqa: E402
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--train-examples", type=int, default=4000)
+    parser.add_argument("--test-examples", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
@@ -91,6 +92,8 @@ def main():
     texts, labels = keras_adalink.datasets.rotten_tomatoes("train")
     texts, labels = texts[: args.train_examples], labels[: args.train_examples]
     test_texts, test_labels = keras_adalink.datasets.rotten_tomatoes("test")
+    test_texts = test_texts[: args.test_examples]
+    test_labels = test_labels[: args.test_examples]
     x, x_test = (
         featurize(preprocessor, texts),
         featurize(preprocessor, test_texts),

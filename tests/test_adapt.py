@@ -268,3 +268,27 @@ def test_task_id_out_of_range_eager():
     x = backbone_inputs(backbone)
     with pytest.raises(ValueError, match=r"\[0, 2\).*\[5\]"):
         adapted({**x, "task_id": np.array([0, 5, 1], "int32")})
+
+
+_CLASSIFIERS = {
+    "bert": "BertTextClassifier",
+    "distil_bert": "DistilBertTextClassifier",
+    "roberta": "RobertaTextClassifier",
+    "xlm_roberta": "XLMRobertaTextClassifier",
+    "albert": "AlbertTextClassifier",
+    "deberta_v3": "DebertaV3TextClassifier",
+}
+
+
+@pytest.mark.parametrize("family_name", sorted(_CLASSIFIERS))
+def test_text_classifier_of_every_family(family_name):
+    backbone = BACKBONES[family_name]()
+    cls = getattr(keras_hub.models, _CLASSIFIERS[family_name])
+    task = cls(backbone, num_classes=3, preprocessor=None)
+    x = backbone_inputs(backbone)
+    before = task.predict(x, verbose=0)
+    adapted = keras_adalink.adapt(task, rank=2, insertion="block_input")
+    assert type(adapted) is cls
+    np.testing.assert_allclose(adapted.predict(x, verbose=0), before, atol=1e-6)
+    randomize_adapter(adapted)
+    assert not np.allclose(adapted.predict(x, verbose=0), before)

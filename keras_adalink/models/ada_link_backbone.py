@@ -104,11 +104,12 @@ class AdaLinkBackbone(Backbone):
         self.adapter = adapter
         self.insertion = insertion
         self.token_embedding = backbone.token_embedding
-        # Forward the wrapped backbone's hyperparameters (`hidden_dim`,
-        # `num_layers`, ...) so tasks and user code can read them as usual.
-        for key in backbone.get_config():
-            if not hasattr(type(self), key) and hasattr(backbone, key):
-                setattr(self, key, getattr(backbone, key))
+        # Forward the wrapped backbone's plain hyperparameters (`hidden_dim`,
+        # `cls_token_index`, ...) so tasks and user code read them as usual.
+        for key, value in vars(backbone).items():
+            plain = isinstance(value, (bool, int, float, str, type(None)))
+            if plain and not key.startswith("_") and not hasattr(self, key):
+                setattr(self, key, value)
 
     def get_config(self):
         config = super().get_config()
