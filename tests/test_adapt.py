@@ -50,7 +50,27 @@ def test_hyperparameters_forwarded():
     adapted = keras_adalink.adapt(backbone, rank=2)
     assert adapted.hidden_dim == backbone.hidden_dim
     assert adapted.num_layers == backbone.num_layers
-    assert adapted.token_embedding is backbone.token_embedding
+    # Direct callers of `token_embedding` (cached decoding) get the adapter;
+    # the tied reverse projection keeps the original table.
+    assert adapted.token_embedding.layer is backbone.token_embedding
+    randomize_adapter(adapted)
+    ids = np.array([[1, 2, 3]], "int32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(adapted.token_embedding(ids)),
+        keras.ops.convert_to_numpy(
+            adapted.adapter(backbone.token_embedding(ids))
+        ),
+        atol=1e-6,
+    )
+    hidden = np.ones((1, 3, 16), "float32")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(
+            adapted.token_embedding(hidden, reverse=True)
+        ),
+        keras.ops.convert_to_numpy(
+            backbone.token_embedding(hidden, reverse=True)
+        ),
+    )
 
 
 def test_insertion_points_differ():

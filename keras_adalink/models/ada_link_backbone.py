@@ -20,6 +20,51 @@ def _rerun_graph(model, inputs, call_function):
     )
 
 
+def _needs_call_inputs(adapter):
+    """Whether the adapter reads a model input besides the embeddings."""
+    return isinstance(adapter, TaskRouter) or isinstance(
+        adapter, ModalityRouter
+    )
+
+
+class AdaptedCall:
+    """The insertion-point layer, with the adapter, for direct callers.
+
+    KerasHub's `CausalLM.call_with_cache` (the cached decoding loop of
+    `generate()`) calls `backbone.token_embedding` and
+    `backbone.transformer_layers` itself instead of running the functional
+    graph. On an `AdaLinkBackbone` those attributes hand out this object,
+    which applies the adapter exactly as the graph does. `reverse=True`
+    calls (the tied output projection) go to the original layer, so logits
+    keep using the original vocabulary table. Everything else is read from
+    the wrapped layer.
+    """
+
+    def __init__(self, layer, apply, adapter, direct):
+        self.layer = layer
+        self._apply = apply
+        self._adapter = adapter
+        self._direct = direct
+
+    def __call__(self, *args, **kwargs):
+        if kwargs.get("reverse"):
+            return self.layer(*args, **kwargs)
+        if not self._direct:
+            raise NotImplementedError(
+                f"{type(self._adapter).__name__} needs per-example ids "
+                "(task_id / modality_ids) that direct layer calls such as "
+                "`CausalLM.generate()`'s cached decoding do not pass. Use "
+                "a single `AdaLink` for generation, or call the model on "
+                "its inputs."
+            )
+        return self._apply(self.layer, args, kwargs, self._adapter)
+
+    def __getattr__(self, name):
+        if name == "layer":
+            raise AttributeError(name)
+        return getattr(self.layer, name)
+
+
 @keras.saving.register_keras_serializable(package="keras_adalink")
 class AdaLinkBackbone(Backbone):
     """A frozen KerasHub backbone with an AdaLink layer spliced in.
@@ -103,13 +148,42 @@ class AdaLinkBackbone(Backbone):
         self.backbone = backbone
         self.adapter = adapter
         self.insertion = insertion
-        self.token_embedding = backbone.token_embedding
-        # Forward the wrapped backbone's plain hyperparameters (`hidden_dim`,
-        # `cls_token_index`, ...) so tasks and user code read them as usual.
+        self._forward_attributes(
+            backbone,
+            AdaptedCall(
+                layer, apply, adapter, direct=not _needs_call_inputs(adapter)
+            ),
+        )
+
+    def _forward_attributes(self, backbone, adapted_call):
+        """Exposes the backbone's public attributes on this model.
+
+        Tasks read hyperparameters (`hidden_dim`, `cls_token_index`) and,
+        in `CausalLM.call_with_cache` (what `generate()` runs), call layers
+        directly: `token_embedding`, `transformer_layers`, `layer_norm`.
+        The layer at the insertion point is exposed as `adapted_call`, so
+        that direct path gets the adapter exactly like the graph does.
+        """
+
+        def swap(value):
+            if value is adapted_call.layer:
+                return adapted_call
+            if isinstance(value, (list, tuple)):
+                return [swap(v) for v in value]
+            return value
+
+        self.token_embedding = swap(backbone.token_embedding)
         for key, value in vars(backbone).items():
-            plain = isinstance(value, (bool, int, float, str, type(None)))
-            if plain and not key.startswith("_") and not hasattr(self, key):
+            if key.startswith("_") or hasattr(self, key):
+                continue
+            if isinstance(value, (list, tuple)):
+                # Lists of layers stay plain lists: these layers are already
+                # tracked (and saved) through `self.backbone`.
+                object.__setattr__(self, key, swap(list(value)))
+            elif isinstance(value, (bool, int, float, str, type(None))):
                 setattr(self, key, value)
+            elif isinstance(value, keras.layers.Layer):
+                object.__setattr__(self, key, swap(value))
 
     def get_config(self):
         config = super().get_config()
