@@ -58,15 +58,34 @@ def first_transformer_layer(backbone):
     return first[0] if isinstance(first, (list, tuple)) else first
 
 
-# One entry per family: how to reach the token-embedding output.
+def _token_embedding(backbone):
+    return after_layer(backbone.token_embedding)
+
+
+def _token_and_position(backbone):
+    return inside_token_and_position(backbone.embeddings)
+
+
+# One entry per family: how to reach the token-embedding output. Subclasses
+# (Llama3 of Llama, XLMRoberta of Roberta) match their parent's entry.
 _TOKEN_EMBEDDING = {
-    "BertBackbone": lambda b: after_layer(b.token_embedding),
-    "AlbertBackbone": lambda b: after_layer(b.token_embedding),
-    "ElectraBackbone": lambda b: after_layer(b.token_embedding),
-    "DebertaV3Backbone": lambda b: after_layer(b.token_embedding),
-    "DistilBertBackbone": lambda b: inside_token_and_position(b.embeddings),
-    "RobertaBackbone": lambda b: inside_token_and_position(b.embeddings),
-    "XLMRobertaBackbone": lambda b: inside_token_and_position(b.embeddings),
+    # Encoders.
+    "BertBackbone": _token_embedding,
+    "AlbertBackbone": _token_embedding,
+    "ElectraBackbone": _token_embedding,
+    "DebertaV3Backbone": _token_embedding,
+    "DistilBertBackbone": _token_and_position,
+    "RobertaBackbone": _token_and_position,
+    "XLMRobertaBackbone": _token_and_position,
+    # Decoder-only LMs: the graph and `call_with_cache` both start from
+    # `token_embedding`; Gemma scales by sqrt(hidden_dim) after it.
+    "GPT2Backbone": _token_embedding,
+    "GemmaBackbone": _token_embedding,
+    "LlamaBackbone": _token_embedding,
+    "Llama3Backbone": _token_embedding,
+    "MistralBackbone": _token_embedding,
+    "QwenBackbone": _token_embedding,
+    "Qwen3Backbone": _token_embedding,
 }
 SUPPORTED_BACKBONES = tuple(_TOKEN_EMBEDDING)
 
