@@ -6,8 +6,6 @@ from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models import AdaLinkBackbone
 
-DEFAULT_INSERTION = "token_embedding"
-
 
 def make_adapter(
     rank,
@@ -42,7 +40,7 @@ def make_adapter(
 def adapt(
     model: Backbone | Task,
     rank: int = 4,
-    insertion: str = DEFAULT_INSERTION,
+    insertion: str | None = None,
     num_tasks: int | None = None,
     modalities: list[str] | None = None,
     layout: list[int | None] | None = None,
@@ -65,7 +63,8 @@ def adapt(
         rank: int. AdaLink bottleneck width.
         insertion: `"token_embedding"` (after the token lookup; foldable into
             the vocabulary table) or `"block_input"` (input of the first
-            transformer block).
+            transformer block). Defaults to `None`: `"token_embedding"`
+            where the family has one (text models), else `"block_input"`.
         num_tasks: int. One module per task (`TaskRouter`) and an int
             `task_id` model input of shape `[batch]`.
         modalities: list of str. One module per modality (`ModalityRouter`)

@@ -55,7 +55,13 @@ def inside_token_and_position(layer):
 def first_transformer_layer(backbone):
     first = backbone.transformer_layers[0]
     # ALBERT groups its (shared) layers: `transformer_layers[group][i]`.
-    return first[0] if isinstance(first, (list, tuple)) else first
+    first = first[0] if isinstance(first, (list, tuple)) else first
+    return before_layer(first)
+
+
+def vit_encoder(backbone):
+    # KerasHub's ViT keeps its two stages only as named graph layers.
+    return before_layer(backbone.get_layer("vit_encoder"))
 
 
 def _token_embedding(backbone):
@@ -66,28 +72,44 @@ def _token_and_position(backbone):
     return inside_token_and_position(backbone.embeddings)
 
 
-# One entry per family: how to reach the token-embedding output. Subclasses
-# (Llama3 of Llama, XLMRoberta of Roberta) match their parent's entry.
-_TOKEN_EMBEDDING = {
+def not_available(reason):
+    def entry(backbone):
+        raise ValueError(
+            f"{type(backbone).__name__} has no such insertion point: {reason}"
+        )
+
+    return entry
+
+
+# One entry per family: (token_embedding point, block_input point).
+# Subclasses (Llama3 of Llama, XLMRoberta of Roberta) match their parent's.
+_POINTS = {
     # Encoders.
-    "BertBackbone": _token_embedding,
-    "AlbertBackbone": _token_embedding,
-    "ElectraBackbone": _token_embedding,
-    "DebertaV3Backbone": _token_embedding,
-    "DistilBertBackbone": _token_and_position,
-    "RobertaBackbone": _token_and_position,
-    "XLMRobertaBackbone": _token_and_position,
+    "BertBackbone": (_token_embedding, first_transformer_layer),
+    "AlbertBackbone": (_token_embedding, first_transformer_layer),
+    "ElectraBackbone": (_token_embedding, first_transformer_layer),
+    "DebertaV3Backbone": (_token_embedding, first_transformer_layer),
+    "DistilBertBackbone": (_token_and_position, first_transformer_layer),
+    "RobertaBackbone": (_token_and_position, first_transformer_layer),
+    "XLMRobertaBackbone": (_token_and_position, first_transformer_layer),
     # Decoder-only LMs: the graph and `call_with_cache` both start from
     # `token_embedding`; Gemma scales by sqrt(hidden_dim) after it.
-    "GPT2Backbone": _token_embedding,
-    "GemmaBackbone": _token_embedding,
-    "LlamaBackbone": _token_embedding,
-    "Llama3Backbone": _token_embedding,
-    "MistralBackbone": _token_embedding,
-    "QwenBackbone": _token_embedding,
-    "Qwen3Backbone": _token_embedding,
+    "GPT2Backbone": (_token_embedding, first_transformer_layer),
+    "GemmaBackbone": (_token_embedding, first_transformer_layer),
+    "LlamaBackbone": (_token_embedding, first_transformer_layer),
+    "MistralBackbone": (_token_embedding, first_transformer_layer),
+    "QwenBackbone": (_token_embedding, first_transformer_layer),
+    "Qwen3Backbone": (_token_embedding, first_transformer_layer),
+    # Vision: block_input adapts [class token; patches] + positions.
+    "ViTBackbone": (
+        not_available(
+            "ViT has no vocabulary table; use insertion='block_input' "
+            "(patch embeddings with class token and positions)"
+        ),
+        vit_encoder,
+    ),
 }
-SUPPORTED_BACKBONES = tuple(_TOKEN_EMBEDDING)
+SUPPORTED_BACKBONES = tuple(_POINTS)
 
 
 def _family(backbone):
@@ -104,6 +126,20 @@ def _family(backbone):
     )
 
 
+def default_insertion(backbone):
+    """`"token_embedding"` where the family has one, else `"block_input"`.
+
+    On text models the token-embedding point measured better than the block
+    input and can be folded into the vocabulary table (docs/concepts.md).
+    """
+    token_embedding, _ = _POINTS[_family(backbone)]
+    try:
+        token_embedding(backbone)
+    except ValueError:
+        return "block_input"
+    return "token_embedding"
+
+
 def find_insertion_point(backbone, insertion):
     """Returns `(layer, apply)` for `insertion` in `backbone`.
 
@@ -115,7 +151,7 @@ def find_insertion_point(backbone, insertion):
             f"`insertion` must be one of {INSERTIONS}. "
             f"Received: insertion={insertion!r}"
         )
-    family = _family(backbone)
+    token_embedding, block_input = _POINTS[_family(backbone)]
     if insertion == "token_embedding":
-        return _TOKEN_EMBEDDING[family](backbone)
-    return before_layer(first_transformer_layer(backbone))
+        return token_embedding(backbone)
+    return block_input(backbone)

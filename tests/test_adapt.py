@@ -250,16 +250,13 @@ def test_already_adapted_is_refused():
 
 
 def test_unsupported_backbone_named():
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=20,
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=8,
-        intermediate_dim=16,
-        max_sequence_length=8,
-    )
-    with pytest.raises(ValueError, match="GPT2Backbone.*Supported"):
-        keras_adalink.adapt(backbone, rank=2)
+    class HomeMadeBackbone(keras_hub.models.Backbone):
+        def __init__(self, **kwargs):
+            inputs = keras.Input(shape=(None, 4))
+            super().__init__(inputs, keras.layers.Dense(4)(inputs), **kwargs)
+
+    with pytest.raises(ValueError, match="HomeMadeBackbone.*Supported"):
+        keras_adalink.adapt(HomeMadeBackbone(), rank=2)
 
 
 def test_not_a_keras_hub_model():

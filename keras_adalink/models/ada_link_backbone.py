@@ -1,6 +1,7 @@
 import keras
 from keras_hub.models import Backbone
 
+from keras_adalink.insertion_points import default_insertion
 from keras_adalink.insertion_points import find_insertion_point
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
@@ -83,8 +84,9 @@ class AdaLinkBackbone(Backbone):
         adapter: `AdaLink`, `TaskRouter` or `ModalityRouter`. The adapter
             layer; name it so that its name contains `"adalink"`.
         insertion: str. `"token_embedding"` or `"block_input"`; see
-            `keras_adalink.insertion_points`. Defaults to
-            `"token_embedding"`.
+            `keras_adalink.insertion_points`. Defaults to `None`: the
+            family's default (`"token_embedding"` for text models,
+            `"block_input"` for ViT).
         **kwargs: other `keras_hub.models.Backbone` arguments.
 
     Example:
@@ -96,29 +98,33 @@ class AdaLinkBackbone(Backbone):
     2
     """
 
-    def __init__(
-        self, backbone, adapter, insertion="token_embedding", **kwargs
-    ):
+    def __init__(self, backbone, adapter, insertion=None, **kwargs):
+        if insertion is None:
+            insertion = default_insertion(backbone)
         layer, apply = find_insertion_point(backbone, insertion)
         backbone.trainable = False
 
-        inputs = {
-            name: keras.Input(
-                shape=tensor.shape[1:], dtype=tensor.dtype, name=name
-            )
-            for name, tensor in backbone.input.items()
-        }
-        adapter_kwargs = {}
+        graph_inputs = keras.tree.map_structure(
+            lambda t: keras.Input(
+                shape=t.shape[1:], dtype=t.dtype, name=t.name
+            ),
+            backbone.input,
+        )
+        extra = {}
         if isinstance(adapter, TaskRouter):
-            inputs["task_id"] = keras.Input(
+            extra["task_id"] = keras.Input(
                 shape=(), dtype="int32", name="task_id"
             )
-            adapter_kwargs["task_id"] = inputs["task_id"]
         if isinstance(adapter, ModalityRouter) and adapter.layout is None:
-            inputs["modality_ids"] = keras.Input(
+            extra["modality_ids"] = keras.Input(
                 shape=(None,), dtype="int32", name="modality_ids"
             )
-            adapter_kwargs["modality_ids"] = inputs["modality_ids"]
+        adapter_kwargs = dict(extra)
+        inputs = graph_inputs
+        if extra:
+            if not isinstance(inputs, dict):
+                inputs = {graph_inputs.name: graph_inputs}
+            inputs = {**inputs, **extra}
 
         inserted = []
 
@@ -133,9 +139,7 @@ class AdaLinkBackbone(Backbone):
                 lambda x: adapter(x, **adapter_kwargs),
             )
 
-        outputs = _rerun_graph(
-            backbone, {k: inputs[k] for k in backbone.input}, call_function
-        )
+        outputs = _rerun_graph(backbone, graph_inputs, call_function)
         if not inserted:
             raise ValueError(
                 f"Could not find the '{insertion}' insertion point in the "
