@@ -1,29 +1,38 @@
 """Where AdaLink goes in each supported KerasHub backbone family.
 
 An insertion point is found by object (a layer of the backbone), never by a
-generated op name. Each family needs one small entry below; everything else
-(graph rewriting, saving, freezing) is shared.
+generated op name. Each family needs one small entry in `_POINTS`;
+everything else (graph rewriting, generate(), saving, freezing) is shared.
 
 - `"token_embedding"`: right after the token-embedding lookup, before
   positions, segments and the embedding LayerNorm are added. The adapter
   then acts on vocabulary rows only, so it can later be folded into the
-  vocabulary table.
+  vocabulary table. In PaliGemma this point has two sites: the image
+  embeddings (ViT output, projected to the LM width) and the text token
+  embeddings, each tagged with its modality for `ModalityRouter`.
 - `"block_input"`: at the input of the first transformer block, after the
   embedding stage (LayerNorm, dropout, projection) has run.
 """
+
+import collections
 
 import keras_hub
 
 INSERTIONS = ("token_embedding", "block_input")
 
+# `apply(call, args, kwargs, adapter)` replaces the first graph call
+# `call(*args, **kwargs)` of `layer`; `modality` names the tokens it sees
+# (None: any, routed by ids or layout).
+Site = collections.namedtuple("Site", ["layer", "apply", "modality"])
 
-def after_layer(layer):
+
+def after_layer(layer, modality=None):
     """Adapt the output of the first call of `layer`."""
 
     def apply(call, args, kwargs, adapter):
         return adapter(call(*args, **kwargs))
 
-    return layer, apply
+    return Site(layer, apply, modality)
 
 
 def before_layer(layer):
@@ -32,7 +41,7 @@ def before_layer(layer):
     def apply(call, args, kwargs, adapter):
         return call(adapter(args[0]), *args[1:], **kwargs)
 
-    return layer, apply
+    return Site(layer, apply, None)
 
 
 def inside_token_and_position(layer):
@@ -49,27 +58,34 @@ def inside_token_and_position(layer):
         )
         return tokens + positions
 
-    return layer, apply
+    return Site(layer, apply, None)
 
 
 def first_transformer_layer(backbone):
     first = backbone.transformer_layers[0]
     # ALBERT groups its (shared) layers: `transformer_layers[group][i]`.
     first = first[0] if isinstance(first, (list, tuple)) else first
-    return before_layer(first)
+    return [before_layer(first)]
+
+
+def token_embedding(backbone):
+    return [after_layer(backbone.token_embedding)]
+
+
+def token_and_position(backbone):
+    return [inside_token_and_position(backbone.embeddings)]
+
+
+def image_and_text(backbone):
+    return [
+        after_layer(backbone.vit_encoder, modality="image"),
+        after_layer(backbone.token_embedding, modality="text"),
+    ]
 
 
 def vit_encoder(backbone):
     # KerasHub's ViT keeps its two stages only as named graph layers.
-    return before_layer(backbone.get_layer("vit_encoder"))
-
-
-def _token_embedding(backbone):
-    return after_layer(backbone.token_embedding)
-
-
-def _token_and_position(backbone):
-    return inside_token_and_position(backbone.embeddings)
+    return [before_layer(backbone.get_layer("vit_encoder"))]
 
 
 def not_available(reason):
@@ -81,25 +97,27 @@ def not_available(reason):
     return entry
 
 
-# One entry per family: (token_embedding point, block_input point).
+# One entry per family: (token_embedding sites, block_input sites).
 # Subclasses (Llama3 of Llama, XLMRoberta of Roberta) match their parent's.
 _POINTS = {
     # Encoders.
-    "BertBackbone": (_token_embedding, first_transformer_layer),
-    "AlbertBackbone": (_token_embedding, first_transformer_layer),
-    "ElectraBackbone": (_token_embedding, first_transformer_layer),
-    "DebertaV3Backbone": (_token_embedding, first_transformer_layer),
-    "DistilBertBackbone": (_token_and_position, first_transformer_layer),
-    "RobertaBackbone": (_token_and_position, first_transformer_layer),
-    "XLMRobertaBackbone": (_token_and_position, first_transformer_layer),
+    "BertBackbone": (token_embedding, first_transformer_layer),
+    "AlbertBackbone": (token_embedding, first_transformer_layer),
+    "ElectraBackbone": (token_embedding, first_transformer_layer),
+    "DebertaV3Backbone": (token_embedding, first_transformer_layer),
+    "DistilBertBackbone": (token_and_position, first_transformer_layer),
+    "RobertaBackbone": (token_and_position, first_transformer_layer),
+    "XLMRobertaBackbone": (token_and_position, first_transformer_layer),
     # Decoder-only LMs: the graph and `call_with_cache` both start from
     # `token_embedding`; Gemma scales by sqrt(hidden_dim) after it.
-    "GPT2Backbone": (_token_embedding, first_transformer_layer),
-    "GemmaBackbone": (_token_embedding, first_transformer_layer),
-    "LlamaBackbone": (_token_embedding, first_transformer_layer),
-    "MistralBackbone": (_token_embedding, first_transformer_layer),
-    "QwenBackbone": (_token_embedding, first_transformer_layer),
-    "Qwen3Backbone": (_token_embedding, first_transformer_layer),
+    "GPT2Backbone": (token_embedding, first_transformer_layer),
+    "GemmaBackbone": (token_embedding, first_transformer_layer),
+    "LlamaBackbone": (token_embedding, first_transformer_layer),
+    "MistralBackbone": (token_embedding, first_transformer_layer),
+    "QwenBackbone": (token_embedding, first_transformer_layer),
+    "Qwen3Backbone": (token_embedding, first_transformer_layer),
+    # Vision-language: [image tokens; text tokens] into a Gemma decoder.
+    "PaliGemmaBackbone": (image_and_text, first_transformer_layer),
     # Vision: block_input adapts [class token; patches] + positions.
     "ViTBackbone": (
         not_available(
@@ -116,8 +134,6 @@ def _family(backbone):
     for name in SUPPORTED_BACKBONES:
         cls = getattr(keras_hub.models, name, None)
         if cls is not None and isinstance(backbone, cls):
-            # Most specific match: XLMRoberta subclasses Roberta, both map
-            # to the same entry, so the first hit is right.
             return name
     raise ValueError(
         "keras_adalink does not support backbone class "
@@ -132,26 +148,22 @@ def default_insertion(backbone):
     On text models the token-embedding point measured better than the block
     input and can be folded into the vocabulary table (docs/concepts.md).
     """
-    token_embedding, _ = _POINTS[_family(backbone)]
+    token_sites, _ = _POINTS[_family(backbone)]
     try:
-        token_embedding(backbone)
+        token_sites(backbone)
     except ValueError:
         return "block_input"
     return "token_embedding"
 
 
-def find_insertion_point(backbone, insertion):
-    """Returns `(layer, apply)` for `insertion` in `backbone`.
-
-    `apply(call, args, kwargs, adapter)` replaces the first graph call
-    `call(*args, **kwargs)` of `layer`.
-    """
+def find_insertion_sites(backbone, insertion):
+    """The list of `Site`s for `insertion` in `backbone`."""
     if insertion not in INSERTIONS:
         raise ValueError(
             f"`insertion` must be one of {INSERTIONS}. "
             f"Received: insertion={insertion!r}"
         )
-    token_embedding, block_input = _POINTS[_family(backbone)]
+    token_sites, block_sites = _POINTS[_family(backbone)]
     if insertion == "token_embedding":
-        return token_embedding(backbone)
-    return block_input(backbone)
+        return token_sites(backbone)
+    return block_sites(backbone)

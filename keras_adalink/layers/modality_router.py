@@ -42,6 +42,8 @@ class ModalityRouter(BaseAdaLink):
     Call arguments:
         inputs: float tensor `[batch, sequence, d]`.
         modality_ids: optional int tensor `[batch, sequence]`.
+        modality: optional str. Every token is of this modality (for
+            insertion sites that see one modality, e.g. image embeddings).
         training: bool. Whether dropout is active.
 
     Example:
@@ -119,8 +121,16 @@ class ModalityRouter(BaseAdaLink):
                 f"{sorted(set(bad.tolist()))}"
             )
 
-    def call(self, inputs, modality_ids=None, training=None):
-        if modality_ids is None:
+    def call(self, inputs, modality_ids=None, modality=None, training=None):
+        if modality is not None:
+            if modality not in self.modalities:
+                raise ValueError(
+                    f"`modality` must be one of {self.modalities} for layer "
+                    f"'{self.name}'. Received: modality={modality!r}"
+                )
+            index = self.modalities.index(modality)
+            modality_ids = ops.full(ops.shape(inputs)[:2], index, "int32")
+        elif modality_ids is None:
             if self.layout is None:
                 raise ValueError(
                     f"Layer '{self.name}' has no `layout`, so `modality_ids` "

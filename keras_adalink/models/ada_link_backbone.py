@@ -2,7 +2,7 @@ import keras
 from keras_hub.models import Backbone
 
 from keras_adalink.insertion_points import default_insertion
-from keras_adalink.insertion_points import find_insertion_point
+from keras_adalink.insertion_points import find_insertion_sites
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
 
@@ -21,11 +21,24 @@ def _rerun_graph(model, inputs, call_function):
     )
 
 
-def _needs_call_inputs(adapter):
-    """Whether the adapter reads a model input besides the embeddings."""
-    return isinstance(adapter, TaskRouter) or isinstance(
-        adapter, ModalityRouter
-    )
+def _site_call(adapter, site, extra):
+    """`x -> adapter(x, ...)` at one site, with the ids it reads."""
+    kwargs = {k: v for k, v in extra.items()}
+    if isinstance(adapter, ModalityRouter) and site.modality is not None:
+        if site.modality not in adapter.modalities:
+            raise ValueError(
+                f"This insertion point feeds '{site.modality}' tokens, but "
+                f"the ModalityRouter's modalities are {adapter.modalities}."
+            )
+        kwargs = {"modality": site.modality}
+    return lambda x: adapter(x, **kwargs)
+
+
+def _reads_inputs(site, adapter):
+    """Whether the adapter at `site` reads a model input (ids, layout)."""
+    if isinstance(adapter, TaskRouter):
+        return True
+    return isinstance(adapter, ModalityRouter) and site.modality is None
 
 
 class AdaptedCall:
@@ -41,10 +54,11 @@ class AdaptedCall:
     the wrapped layer.
     """
 
-    def __init__(self, layer, apply, adapter, direct):
-        self.layer = layer
-        self._apply = apply
-        self._adapter = adapter
+    def __init__(self, site, adapter_call, direct, adapter_name):
+        self.layer = site.layer
+        self._adapter_name = adapter_name
+        self._apply = site.apply
+        self._adapter_call = adapter_call
         self._direct = direct
 
     def __call__(self, *args, **kwargs):
@@ -52,13 +66,14 @@ class AdaptedCall:
             return self.layer(*args, **kwargs)
         if not self._direct:
             raise NotImplementedError(
-                f"{type(self._adapter).__name__} needs per-example ids "
-                "(task_id / modality_ids) that direct layer calls such as "
-                "`CausalLM.generate()`'s cached decoding do not pass. Use "
-                "a single `AdaLink` for generation, or call the model on "
-                "its inputs."
+                f"{self._adapter_name} needs per-example or per-position ids "
+                "(task_id / modality_ids / layout positions) that direct "
+                "layer calls such as `CausalLM.generate()`'s cached decoding "
+                "do not pass. Use a single `AdaLink` (or, on PaliGemma, a "
+                "ModalityRouter at insertion='token_embedding') for "
+                "generation, or call the model on its inputs."
             )
-        return self._apply(self.layer, args, kwargs, self._adapter)
+        return self._apply(self.layer, args, kwargs, self._adapter_call)
 
     def __getattr__(self, name):
         if name == "layer":
@@ -101,7 +116,7 @@ class AdaLinkBackbone(Backbone):
     def __init__(self, backbone, adapter, insertion=None, **kwargs):
         if insertion is None:
             insertion = default_insertion(backbone)
-        layer, apply = find_insertion_point(backbone, insertion)
+        sites = find_insertion_sites(backbone, insertion)
         backbone.trainable = False
 
         graph_inputs = keras.tree.map_structure(
@@ -115,36 +130,34 @@ class AdaLinkBackbone(Backbone):
             extra["task_id"] = keras.Input(
                 shape=(), dtype="int32", name="task_id"
             )
-        if isinstance(adapter, ModalityRouter) and adapter.layout is None:
-            extra["modality_ids"] = keras.Input(
-                shape=(None,), dtype="int32", name="modality_ids"
-            )
-        adapter_kwargs = dict(extra)
+        routed = isinstance(adapter, ModalityRouter)
+        if routed and adapter.layout is None:
+            if any(site.modality is None for site in sites):
+                extra["modality_ids"] = keras.Input(
+                    shape=(None,), dtype="int32", name="modality_ids"
+                )
         inputs = graph_inputs
         if extra:
             if not isinstance(inputs, dict):
                 inputs = {graph_inputs.name: graph_inputs}
             inputs = {**inputs, **extra}
 
-        inserted = []
+        calls = [_site_call(adapter, site, extra) for site in sites]
+        pending = {id(site.layer): i for i, site in enumerate(sites)}
 
         def call_function(graph_layer, *args, **kwargs):
-            if graph_layer is not layer or inserted:
+            i = pending.pop(id(graph_layer), None)
+            if i is None:  # Not a site, or a site's later (shared) call.
                 return graph_layer(*args, **kwargs)
-            inserted.append(True)
-            return apply(
-                graph_layer,
-                args,
-                kwargs,
-                lambda x: adapter(x, **adapter_kwargs),
-            )
+            return sites[i].apply(graph_layer, args, kwargs, calls[i])
 
         outputs = _rerun_graph(backbone, graph_inputs, call_function)
-        if not inserted:
+        if pending:
+            names = [sites[i].layer.name for i in pending.values()]
             raise ValueError(
                 f"Could not find the '{insertion}' insertion point in the "
-                f"graph of {type(backbone).__name__}: layer '{layer.name}' "
-                "is not called there."
+                f"graph of {type(backbone).__name__}: layers {names} are "
+                "not called there."
             )
         kwargs.setdefault("dtype", backbone.dtype_policy)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
@@ -154,24 +167,31 @@ class AdaLinkBackbone(Backbone):
         self.insertion = insertion
         self._forward_attributes(
             backbone,
-            AdaptedCall(
-                layer, apply, adapter, direct=not _needs_call_inputs(adapter)
-            ),
+            [
+                AdaptedCall(
+                    site,
+                    call,
+                    direct=not _reads_inputs(site, adapter),
+                    adapter_name=type(adapter).__name__,
+                )
+                for site, call in zip(sites, calls)
+            ],
         )
 
-    def _forward_attributes(self, backbone, adapted_call):
+    def _forward_attributes(self, backbone, adapted_calls):
         """Exposes the backbone's public attributes on this model.
 
         Tasks read hyperparameters (`hidden_dim`, `cls_token_index`) and,
         in `CausalLM.call_with_cache` (what `generate()` runs), call layers
         directly: `token_embedding`, `transformer_layers`, `layer_norm`.
-        The layer at the insertion point is exposed as `adapted_call`, so
+        Layers at insertion sites are exposed as their `AdaptedCall`, so
         that direct path gets the adapter exactly like the graph does.
         """
+        by_layer = {id(c.layer): c for c in adapted_calls}
 
         def swap(value):
-            if value is adapted_call.layer:
-                return adapted_call
+            if id(value) in by_layer:
+                return by_layer[id(value)]
             if isinstance(value, (list, tuple)):
                 return [swap(v) for v in value]
             return value
