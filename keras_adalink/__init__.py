@@ -3,6 +3,7 @@
 from keras_adalink import datasets
 from keras_adalink import heads
 from keras_adalink.adapt import adapt
+from keras_adalink.adapt import route_generate
 from keras_adalink.adapter_file import load_adapter
 from keras_adalink.adapter_file import save_adapter
 from keras_adalink.layers import AdaLink
@@ -23,5 +24,6 @@ __all__ = [
     "datasets",
     "heads",
     "load_adapter",
+    "route_generate",
     "save_adapter",
 ]

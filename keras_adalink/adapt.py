@@ -108,7 +108,47 @@ def adapt(
     adapted = AdaLinkBackbone(backbone, adapter, insertion=insertion)
     if isinstance(model, Backbone):
         return adapted
-    return _rebuild_task(model, adapted, train_head)
+    return route_generate(_rebuild_task(model, adapted, train_head))
+
+
+def route_generate(task: Task) -> Task:
+    """Lets `generate()` of a multi-task LM read `task_id` from its inputs.
+
+    `generate()` runs `generate_step`, whose cached decoding calls backbone
+    layers directly and never sees model inputs. For a `TaskRouter` this
+    wraps the task's `generate_step` so the `task_id` entry of the inputs
+    routes those calls (traced like any other input, so one compiled
+    function serves every mix of tasks). `adapt()` does this already; call
+    it again after `keras.saving.load_model`. Other models pass through.
+
+    Example:
+    >>> lm = keras_adalink.adapt(gemma_lm, rank=8, num_tasks=3)
+    >>> lm.generate({"token_ids": ids, "padding_mask": mask,
+    ...              "task_id": np.array([0, 2])})
+    """
+    backbone = getattr(task, "backbone", None)
+    if not isinstance(backbone, AdaLinkBackbone) or not isinstance(
+        backbone.adapter, TaskRouter
+    ):
+        return task
+    if not hasattr(type(task), "generate_step"):
+        return task
+    step = type(task).generate_step.__get__(task)
+
+    def generate_step(inputs, stop_token_ids=None):
+        inputs = dict(inputs)
+        task_id = inputs.pop("task_id", None)
+        if task_id is None:
+            raise ValueError(
+                "This model has one adapter per task: pass `task_id` "
+                "(int, shape [batch]) in the generate() inputs."
+            )
+        with backbone.routing(task_id):
+            return step(inputs, stop_token_ids=stop_token_ids)
+
+    task.generate_step = generate_step
+    task.generate_function = None  # Rebuilt on the next generate().
+    return task
 
 
 def _head_weights(task, backbone):

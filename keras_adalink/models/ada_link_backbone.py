@@ -1,3 +1,5 @@
+import contextlib
+
 import keras
 from keras_hub.models import Backbone
 
@@ -5,6 +7,9 @@ from keras_adalink.insertion_points import default_insertion
 from keras_adalink.insertion_points import find_insertion_sites
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
+from keras_adalink.models.adapted_call import AdaptedCall
+from keras_adalink.models.adapted_call import Routing
+from keras_adalink.models.adapted_call import site_calls
 
 
 def _rerun_graph(model, inputs, call_function):
@@ -19,66 +24,6 @@ def _rerun_graph(model, inputs, call_function):
     return model._run_through_graph(
         inputs, operation_fn=lambda layer: layer, call_fn=call_function
     )
-
-
-def _site_call(adapter, site, extra):
-    """`x -> adapter(x, ...)` at one site, with the ids it reads."""
-    kwargs = {k: v for k, v in extra.items()}
-    if isinstance(adapter, ModalityRouter) and site.modality is not None:
-        if site.modality not in adapter.modalities:
-            raise ValueError(
-                f"This insertion point feeds '{site.modality}' tokens, but "
-                f"the ModalityRouter's modalities are {adapter.modalities}."
-            )
-        kwargs = {"modality": site.modality}
-    return lambda x: adapter(x, **kwargs)
-
-
-def _reads_inputs(site, adapter):
-    """Whether the adapter at `site` reads a model input (ids, layout)."""
-    if isinstance(adapter, TaskRouter):
-        return True
-    return isinstance(adapter, ModalityRouter) and site.modality is None
-
-
-class AdaptedCall:
-    """The insertion-point layer, with the adapter, for direct callers.
-
-    KerasHub's `CausalLM.call_with_cache` (the cached decoding loop of
-    `generate()`) calls `backbone.token_embedding` and
-    `backbone.transformer_layers` itself instead of running the functional
-    graph. On an `AdaLinkBackbone` those attributes hand out this object,
-    which applies the adapter exactly as the graph does. `reverse=True`
-    calls (the tied output projection) go to the original layer, so logits
-    keep using the original vocabulary table. Everything else is read from
-    the wrapped layer.
-    """
-
-    def __init__(self, site, adapter_call, direct, adapter_name):
-        self.layer = site.layer
-        self._adapter_name = adapter_name
-        self._apply = site.apply
-        self._adapter_call = adapter_call
-        self._direct = direct
-
-    def __call__(self, *args, **kwargs):
-        if kwargs.get("reverse"):
-            return self.layer(*args, **kwargs)
-        if not self._direct:
-            raise NotImplementedError(
-                f"{self._adapter_name} needs per-example or per-position ids "
-                "(task_id / modality_ids / layout positions) that direct "
-                "layer calls such as `CausalLM.generate()`'s cached decoding "
-                "do not pass. Use a single `AdaLink` (or, on PaliGemma, a "
-                "ModalityRouter at insertion='token_embedding') for "
-                "generation, or call the model on its inputs."
-            )
-        return self._apply(self.layer, args, kwargs, self._adapter_call)
-
-    def __getattr__(self, name):
-        if name == "layer":
-            raise AttributeError(name)
-        return getattr(self.layer, name)
 
 
 @keras.saving.register_keras_serializable(package="keras_adalink")
@@ -142,14 +87,15 @@ class AdaLinkBackbone(Backbone):
                 inputs = {graph_inputs.name: graph_inputs}
             inputs = {**inputs, **extra}
 
-        calls = [_site_call(adapter, site, extra) for site in sites]
+        routing = Routing()
+        calls = [site_calls(adapter, s, extra, routing) for s in sites]
         pending = {id(site.layer): i for i, site in enumerate(sites)}
 
         def call_function(graph_layer, *args, **kwargs):
             i = pending.pop(id(graph_layer), None)
             if i is None:  # Not a site, or a site's later (shared) call.
                 return graph_layer(*args, **kwargs)
-            return sites[i].apply(graph_layer, args, kwargs, calls[i])
+            return sites[i].apply(graph_layer, args, kwargs, calls[i][0])
 
         outputs = _rerun_graph(backbone, graph_inputs, call_function)
         if pending:
@@ -165,18 +111,28 @@ class AdaLinkBackbone(Backbone):
         self.backbone = backbone
         self.adapter = adapter
         self.insertion = insertion
+        self._routing = routing
         self._forward_attributes(
             backbone,
             [
-                AdaptedCall(
-                    site,
-                    call,
-                    direct=not _reads_inputs(site, adapter),
-                    adapter_name=type(adapter).__name__,
-                )
-                for site, call in zip(sites, calls)
+                AdaptedCall(site, direct, type(adapter).__name__)
+                for site, (_, direct) in zip(sites, calls)
             ],
         )
+
+    @contextlib.contextmanager
+    def routing(self, task_id):
+        """Task ids for direct layer calls (cached decoding) in this block.
+
+        Graph calls read the `task_id` input instead. Used by
+        `keras_adalink.route_generate` around `generate_step`, where
+        `task_id` is the traced generate() input.
+        """
+        self._routing.task_id = task_id
+        try:
+            yield
+        finally:
+            self._routing.task_id = None
 
     def _forward_attributes(self, backbone, adapted_calls):
         """Exposes the backbone's public attributes on this model.

@@ -1,0 +1,88 @@
+"""The adapter as seen by code that calls backbone layers directly."""
+
+from keras_adalink.layers import ModalityRouter
+from keras_adalink.layers import TaskRouter
+
+
+class Routing:
+    """Ids for direct calls, set around a call by `AdaLinkBackbone.routing`."""
+
+    task_id = None
+
+
+def site_calls(adapter, site, graph_inputs, routing):
+    """`(graph_call, direct_call)`: `x -> adapter(x, ...)` at one site.
+
+    `graph_call` reads ids from the model's extra inputs. `direct_call`
+    serves callers outside the graph (cached decoding); it is `None` where
+    the adapter needs ids such callers cannot give (per-token
+    `modality_ids`, layout positions).
+    """
+    if isinstance(adapter, TaskRouter):
+
+        def direct(x):
+            if routing.task_id is None:
+                raise NotImplementedError(
+                    "TaskRouter needs `task_id` in direct layer calls such "
+                    "as `CausalLM.generate()`'s cached decoding. Pass "
+                    "`task_id` in the generate() inputs of a model made by "
+                    "`keras_adalink.adapt` (after `load_model`, call "
+                    "`keras_adalink.route_generate(model)` once), or wrap "
+                    "calls in `backbone.routing(task_id)`."
+                )
+            return adapter(x, task_id=routing.task_id)
+
+        return lambda x: adapter(x, task_id=graph_inputs["task_id"]), direct
+    if isinstance(adapter, ModalityRouter):
+        if site.modality is None:
+            graph = {}
+            if "modality_ids" in graph_inputs:
+                graph = {"modality_ids": graph_inputs["modality_ids"]}
+            return lambda x: adapter(x, **graph), None
+        if site.modality not in adapter.modalities:
+            raise ValueError(
+                f"This insertion point feeds '{site.modality}' tokens, but "
+                f"the ModalityRouter's modalities are {adapter.modalities}."
+            )
+        call = lambda x: adapter(x, modality=site.modality)  # noqa: E731
+        return call, call
+    return adapter, adapter
+
+
+class AdaptedCall:
+    """The insertion-site layer, with the adapter, for direct callers.
+
+    KerasHub's `CausalLM.call_with_cache` (the cached decoding loop of
+    `generate()`) calls `backbone.token_embedding` and
+    `backbone.transformer_layers` itself instead of running the functional
+    graph. On an `AdaLinkBackbone` those attributes hand out this object,
+    which applies the adapter exactly as the graph does. `reverse=True`
+    calls (the tied output projection) go to the original layer, so logits
+    keep using the original vocabulary table. Everything else is read from
+    the wrapped layer.
+    """
+
+    def __init__(self, site, direct_call, adapter_name):
+        self.layer = site.layer
+        self._apply = site.apply
+        self._direct_call = direct_call
+        self._adapter_name = adapter_name
+
+    def __call__(self, *args, **kwargs):
+        if kwargs.get("reverse"):
+            return self.layer(*args, **kwargs)
+        if self._direct_call is None:
+            raise NotImplementedError(
+                f"{self._adapter_name} needs per-token ids (modality_ids or "
+                "layout positions) that direct layer calls such as "
+                "`CausalLM.generate()`'s cached decoding do not pass. Use a "
+                "single `AdaLink`, a `TaskRouter`, or on PaliGemma a "
+                "ModalityRouter at insertion='token_embedding' for "
+                "generation, or call the model on its inputs."
+            )
+        return self._apply(self.layer, args, kwargs, self._direct_call)
+
+    def __getattr__(self, name):
+        if name == "layer":
+            raise AttributeError(name)
+        return getattr(self.layer, name)
