@@ -24,6 +24,7 @@ FORMAT = "keras_adalink.adapter"
 FORMAT_VERSION = 1
 _VALUES_PER_VARIABLE = 4096
 _IGNORED_CONFIG_KEYS = ("name", "trainable", "dtype")
+_TRAINING_ONLY = ("dropout",)
 
 
 def find_adalink_backbone(model):
@@ -73,11 +74,13 @@ def _plain_config(layer):
 def backbone_fingerprint(backbone):
     """Class, config and a hash of a strided sample of every weight."""
     digest = hashlib.sha256()
-    for variable in sorted(backbone.weights, key=lambda v: v.path):
+    # In construction order, by shape: variable paths carry auto-generated
+    # layer names that change between two builds of the same model.
+    for variable in backbone.weights:
         values = keras.ops.convert_to_numpy(variable).astype("float32")
         values = values.ravel()
         stride = max(1, values.size // _VALUES_PER_VARIABLE)
-        digest.update(f"{variable.path}{tuple(variable.shape)}".encode())
+        digest.update(f"{tuple(variable.shape)}".encode())
         digest.update(np.ascontiguousarray(values[::stride]).tobytes())
     return {
         "class": type(backbone).__name__,
@@ -188,12 +191,23 @@ def _differences(prefix, expected, actual):
     return []
 
 
+def _weights_config(record):
+    """The adapter record minus training-only settings (dropout), which do
+    not change what the weights compute and may differ between runs."""
+    adapter = dict(record["adapter"])
+    adapter["config"] = {
+        k: v for k, v in adapter["config"].items() if k not in _TRAINING_ONLY
+    }
+    return adapter
+
+
 def load_adapter(model, path):
     """Loads adapter (and head) weights saved by `save_adapter` into `model`.
 
     Weights are matched by variable path. Before anything is assigned, the
-    file's adapter config, insertion point, backbone class, config and
-    weights fingerprint and variable shapes are checked against `model`;
+    file's adapter config (all but dropout, a training-only setting),
+    insertion point, backbone class, config and weights fingerprint and
+    variable shapes are checked against `model`;
     on any mismatch a `ValueError` names what differs and `model` is left
     unchanged.
 
@@ -207,7 +221,9 @@ def load_adapter(model, path):
     """
     record, tensors = read_adapter(path)
     expected = describe_adapter(model)
-    problems = _differences("adapter", record["adapter"], expected["adapter"])
+    problems = _differences(
+        "adapter", _weights_config(record), _weights_config(expected)
+    )
     file_bb, model_bb = record["backbone"], expected["backbone"]
     problems += _differences(
         "backbone",

@@ -12,6 +12,12 @@ everything else (graph rewriting, generate(), saving, freezing) is shared.
   embeddings, each tagged with its modality for `ModalityRouter`.
 - `"block_input"`: at the input of the first transformer block, after the
   embedding stage (LayerNorm, dropout, projection) has run.
+
+T5 shares one token-embedding table between encoder and decoder, and its
+embedding stage is only lookup + dropout, so both points are the input of
+the first encoder block; the decoder's first block is an optional second
+site, adapted when a `ModalityRouter` names `"decoder"` among its
+modalities (`modalities=["encoder", "decoder"]`).
 """
 
 import collections
@@ -22,8 +28,11 @@ INSERTIONS = ("token_embedding", "block_input")
 
 # `apply(call, args, kwargs, adapter)` replaces the first graph call
 # `call(*args, **kwargs)` of `layer`; `modality` names the tokens it sees
-# (None: any, routed by ids or layout).
-Site = collections.namedtuple("Site", ["layer", "apply", "modality"])
+# (None: any, routed by ids or layout). An `optional` site is adapted only
+# by a ModalityRouter that names its modality (T5's decoder).
+Site = collections.namedtuple(
+    "Site", ["layer", "apply", "modality", "optional"], defaults=[None, False]
+)
 
 
 def after_layer(layer, modality=None):
@@ -35,13 +44,13 @@ def after_layer(layer, modality=None):
     return Site(layer, apply, modality)
 
 
-def before_layer(layer):
+def before_layer(layer, modality=None, optional=False):
     """Adapt the first positional input of the first call of `layer`."""
 
     def apply(call, args, kwargs, adapter):
         return call(adapter(args[0]), *args[1:], **kwargs)
 
-    return Site(layer, apply, None)
+    return Site(layer, apply, modality, optional)
 
 
 def inside_token_and_position(layer):
@@ -58,7 +67,7 @@ def inside_token_and_position(layer):
         )
         return tokens + positions
 
-    return Site(layer, apply, None)
+    return Site(layer, apply)
 
 
 def first_transformer_layer(backbone):
@@ -80,6 +89,17 @@ def image_and_text(backbone):
     return [
         after_layer(backbone.vit_encoder, modality="image"),
         after_layer(backbone.token_embedding, modality="text"),
+    ]
+
+
+def encoder_and_decoder(backbone):
+    # T5 shares `token_embedding` between its stacks, so each stack is
+    # adapted at its first block (T5's embedding stage is lookup + dropout).
+    return [
+        before_layer(backbone.encoder_transformer_layers[0], "encoder"),
+        before_layer(
+            backbone.decoder_transformer_layers[0], "decoder", optional=True
+        ),
     ]
 
 
@@ -118,6 +138,8 @@ _POINTS = {
     "Qwen3Backbone": (token_embedding, first_transformer_layer),
     # Vision-language: [image tokens; text tokens] into a Gemma decoder.
     "PaliGemmaBackbone": (image_and_text, first_transformer_layer),
+    # Encoder-decoder: encoder inputs; decoder inputs on request.
+    "T5Backbone": (encoder_and_decoder, encoder_and_decoder),
     # Vision: block_input adapts [class token; patches] + positions.
     "ViTBackbone": (
         not_available(

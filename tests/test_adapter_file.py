@@ -221,3 +221,15 @@ def test_save_is_atomic_and_overwrites(saved, tmp_path):
 def test_model_without_adapter_refused(tmp_path):
     with pytest.raises(ValueError, match="no keras_adalink adapter"):
         keras_adalink.save_adapter(BACKBONES["bert"](), tmp_path / "a")
+
+
+def test_dropout_is_not_compared(saved):
+    backbone, path = saved
+    adapted = keras_adalink.adapt(backbone, rank=2, dropout=0.0)
+    outputs = adapted(adapted.input)["sequence_output"]
+    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(outputs)
+    model = keras.Model(
+        adapted.input, keras.layers.Dense(2, name="head")(pooled)
+    )
+    keras_adalink.load_adapter(model, path)
+    assert float(np.abs(model.get_layer("head").kernel.numpy()).max()) > 0

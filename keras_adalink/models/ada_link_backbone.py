@@ -61,7 +61,15 @@ class AdaLinkBackbone(Backbone):
     def __init__(self, backbone, adapter, insertion=None, **kwargs):
         if insertion is None:
             insertion = default_insertion(backbone)
-        sites = find_insertion_sites(backbone, insertion)
+        sites = [
+            site
+            for site in find_insertion_sites(backbone, insertion)
+            if not site.optional
+            or (
+                isinstance(adapter, ModalityRouter)
+                and site.modality in adapter.modalities
+            )
+        ]
         backbone.trainable = False
 
         graph_inputs = keras.tree.map_structure(
