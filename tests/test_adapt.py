@@ -309,3 +309,25 @@ def test_text_classifier_of_every_family(family_name):
     np.testing.assert_allclose(adapted.predict(x, verbose=0), before, atol=1e-6)
     randomize_adapter(adapted)
     assert not np.allclose(adapted.predict(x, verbose=0), before)
+
+
+def test_keras_and_adapter_files_every_encoder_family(family, tmp_path):
+    backbone = BACKBONES[family]()
+    adapted = keras_adalink.adapt(backbone, rank=2)
+    randomize_adapter(adapted)
+    x = backbone_inputs(backbone)
+    adapted.save(str(tmp_path / "enc.keras"))
+    restored = keras.saving.load_model(str(tmp_path / "enc.keras"))
+    for a, b in zip(
+        keras.tree.flatten(to_numpy(restored(x))),
+        keras.tree.flatten(to_numpy(adapted(x))),
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    keras_adalink.save_adapter(adapted, tmp_path / "enc.safetensors")
+    fresh = keras_adalink.adapt(restored.backbone, rank=2)
+    keras_adalink.load_adapter(fresh, tmp_path / "enc.safetensors")
+    for a, b in zip(
+        keras.tree.flatten(to_numpy(fresh(x))),
+        keras.tree.flatten(to_numpy(adapted(x))),
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -117,8 +117,20 @@ def test_only_adapter_trains_and_files_round_trip(tmp_path):
         "adalink/adalink_down",
         "adalink/adalink_up",
     ]
-    randomize_adapter(adapted)
     x = _inputs()
+    before = np.array(adapted.backbone.adapter.adalink_up.numpy())
+    frozen = [np.array(v.numpy()) for v in adapted.backbone.backbone.weights]
+    adapted.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    y = np.roll(x["token_ids"], -1, axis=1)
+    adapted.fit(x, y, sample_weight=np.ones_like(y), epochs=2, verbose=0)
+    after = adapted.backbone.adapter.adalink_up.numpy()
+    assert not np.array_equal(before[0], after[0])  # image module trained
+    assert not np.array_equal(before[1], after[1])  # text module trained
+    for value, v in zip(frozen, adapted.backbone.backbone.weights):
+        np.testing.assert_array_equal(value, v.numpy(), v.path)
     adapted.save(str(tmp_path / "pg.keras"))
     restored = keras.saving.load_model(str(tmp_path / "pg.keras"))
     np.testing.assert_allclose(
