@@ -3,7 +3,7 @@
 from keras_adalink import datasets
 from keras_adalink import heads
 from keras_adalink.adapt import adapt
-from keras_adalink.adapt import route_generate
+from keras_adalink.adapt import reattach
 from keras_adalink.adapter_file import load_adapter
 from keras_adalink.adapter_file import save_adapter
 from keras_adalink.layers import AdaLink
@@ -24,6 +24,6 @@ __all__ = [
     "datasets",
     "heads",
     "load_adapter",
-    "route_generate",
+    "reattach",
     "save_adapter",
 ]

@@ -5,6 +5,7 @@ from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models import AdaLinkBackbone
+from keras_adalink.validation import checked_entry_points
 
 
 def make_adapter(
@@ -108,18 +109,23 @@ def adapt(
     adapted = AdaLinkBackbone(backbone, adapter, insertion=insertion)
     if isinstance(model, Backbone):
         return adapted
-    return route_generate(_rebuild_task(model, adapted, train_head))
+    return reattach(_rebuild_task(model, adapted, train_head))
 
 
-def route_generate(task: Task) -> Task:
-    """Lets `generate()` of a multi-task LM read `task_id` from its inputs.
+def reattach(task: Task) -> Task:
+    """Adds to an adapted task what its class cannot carry in a `.keras` file.
 
-    `generate()` runs `generate_step`, whose cached decoding calls backbone
-    layers directly and never sees model inputs. For a `TaskRouter` this
-    wraps the task's `generate_step` so the `task_id` entry of the inputs
-    routes those calls (traced like any other input, so one compiled
-    function serves every mix of tasks). `adapt()` does this already; call
-    it again after `keras.saving.load_model`. Other models pass through.
+    1. Eager id checks: `fit`, `evaluate` and `predict` check `task_id` /
+       `modality_ids` arrays before they reach compiled code (see
+       `keras_adalink.validation`).
+    2. For a `TaskRouter` LM, `generate()` reads `task_id` from its inputs:
+       `generate_step`'s cached decoding calls backbone layers directly and
+       never sees model inputs, so the task's `generate_step` is wrapped to
+       route those calls by the traced `task_id` (one compiled function
+       serves every mix of tasks).
+
+    `adapt()` does this already; call it again after
+    `keras.saving.load_model`. Models without routers pass through.
 
     Example:
     >>> lm = keras_adalink.adapt(gemma_lm, rank=8, num_tasks=3)
@@ -127,9 +133,10 @@ def route_generate(task: Task) -> Task:
     ...              "task_id": np.array([0, 2])})
     """
     backbone = getattr(task, "backbone", None)
-    if not isinstance(backbone, AdaLinkBackbone) or not isinstance(
-        backbone.adapter, TaskRouter
-    ):
+    if not isinstance(backbone, AdaLinkBackbone):
+        return task
+    checked_entry_points(task, backbone.adapter)
+    if not isinstance(backbone.adapter, TaskRouter):
         return task
     if not hasattr(type(task), "generate_step"):
         return task

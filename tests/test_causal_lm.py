@@ -194,9 +194,9 @@ def test_multi_task_generate_mixed_batch(family, tmp_path):
         single["task_id"] = np.array([task], "int32")
         alone = adapted.generate(single, stop_token_ids=None)["token_ids"]
         np.testing.assert_array_equal(np.asarray(alone)[0], tokens[b])
-    # The routing survives a .keras reload once route_generate is applied.
+    # The routing survives a .keras reload once reattach is applied.
     adapted.save(str(tmp_path / "mt.keras"))
-    restored = keras_adalink.route_generate(
+    restored = keras_adalink.reattach(
         keras.saving.load_model(str(tmp_path / "mt.keras"))
     )
     restored.compile(sampler="greedy")

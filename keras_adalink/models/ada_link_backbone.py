@@ -10,6 +10,7 @@ from keras_adalink.layers import TaskRouter
 from keras_adalink.models.adapted_call import AdaptedCall
 from keras_adalink.models.adapted_call import Routing
 from keras_adalink.models.adapted_call import site_calls
+from keras_adalink.validation import check_inputs
 
 
 def _rerun_graph(model, inputs, call_function):
@@ -133,7 +134,7 @@ class AdaLinkBackbone(Backbone):
         """Task ids for direct layer calls (cached decoding) in this block.
 
         Graph calls read the `task_id` input instead. Used by
-        `keras_adalink.route_generate` around `generate_step`, where
+        `keras_adalink.reattach` around `generate_step`, where
         `task_id` is the traced generate() input.
         """
         self._routing.task_id = task_id
@@ -172,6 +173,19 @@ class AdaLinkBackbone(Backbone):
                 setattr(self, key, value)
             elif isinstance(value, keras.layers.Layer):
                 object.__setattr__(self, key, swap(value))
+
+    # Router ids are checked eagerly, before compiled code can't look at them.
+    def fit(self, x=None, *args, **kwargs):
+        check_inputs(self.adapter, x)
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        check_inputs(self.adapter, x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        check_inputs(self.adapter, x)
+        return super().predict(x, *args, **kwargs)
 
     def get_config(self):
         config = super().get_config()

@@ -27,7 +27,7 @@ def site_calls(adapter, site, graph_inputs, routing):
                     "as `CausalLM.generate()`'s cached decoding. Pass "
                     "`task_id` in the generate() inputs of a model made by "
                     "`keras_adalink.adapt` (after `load_model`, call "
-                    "`keras_adalink.route_generate(model)` once), or wrap "
+                    "`keras_adalink.reattach(model)` once), or wrap "
                     "calls in `backbone.routing(task_id)`."
                 )
             return adapter(x, task_id=routing.task_id)
