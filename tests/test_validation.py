@@ -21,7 +21,10 @@ def _multi_task_classifier():
 @pytest.mark.parametrize("method", ["fit", "evaluate", "predict"])
 def test_task_entry_points_reject_out_of_range_task_id(method):
     task = _multi_task_classifier()
-    x = {**backbone_inputs(task.backbone, num_tasks=3), "task_id": np.array([0, 3, 1])}
+    x = {
+        **backbone_inputs(task.backbone, num_tasks=3),
+        "task_id": np.array([0, 3, 1]),
+    }
     before = [np.array(v.numpy()) for v in task.weights]
     args = (x,) if method == "predict" else (x, np.array([0, 1, 0]))
     with pytest.raises(ValueError, match=r"`task_id` must be \[0, 3\).*\[3\]"):
@@ -52,7 +55,10 @@ def test_backbone_predict_checks_modality_ids():
 
 def test_valid_ids_pass_and_reattach_restores_checks(tmp_path):
     task = _multi_task_classifier()
-    x = {**backbone_inputs(task.backbone, num_tasks=3), "task_id": np.array([0, 2, 1])}
+    x = {
+        **backbone_inputs(task.backbone, num_tasks=3),
+        "task_id": np.array([0, 2, 1]),
+    }
     task.fit(x, np.array([0, 1, 0]), verbose=0)
     task.save(str(tmp_path / "t.keras"))
     restored = keras_adalink.reattach(
