@@ -6,6 +6,7 @@ from keras_adalink.adapt import adapt
 from keras_adalink.adapt import reattach
 from keras_adalink.adapter_file import load_adapter
 from keras_adalink.adapter_file import save_adapter
+from keras_adalink.fold import fold
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
@@ -22,6 +23,7 @@ __all__ = [
     "__version__",
     "adapt",
     "datasets",
+    "fold",
     "heads",
     "load_adapter",
     "reattach",

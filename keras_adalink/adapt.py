@@ -1,3 +1,5 @@
+import keras
+import numpy as np
 from keras_hub.models import Backbone
 from keras_hub.models import Task
 
@@ -163,25 +165,33 @@ def _head_weights(task, backbone):
     return [v for v in task.weights if id(v) not in backbone_ids]
 
 
-def _rebuild_task(task, adapted, train_head):
+def rebuild_task(task, backbone):
+    """A task of `task`'s class around `backbone`: same preprocessor, head
+    weights copied (values, not buffers: on jax a shared buffer would be
+    deleted when the other model's training donates it)."""
     config = task.get_config()
-    config["backbone"] = adapted
+    config["backbone"] = backbone
     config["preprocessor"] = task.preprocessor
     new_task = type(task).from_config(config)
     old_head = _head_weights(task, task.backbone)
-    new_head = _head_weights(new_task, adapted)
+    new_head = _head_weights(new_task, backbone)
     shapes = [tuple(v.shape) for v in old_head]
     if shapes != [tuple(v.shape) for v in new_head]:
         raise ValueError(
             f"Could not carry the head of {type(task).__name__} over to the "
-            "adapted task: its weights do not match after rebuilding."
+            "rebuilt task: its weights do not match after rebuilding."
         )
     for old, new in zip(old_head, new_head):
-        new.assign(old)
+        new.assign(np.array(keras.ops.convert_to_numpy(old)))
+    # The rebuilt task carries its class's default `compile()`; a custom
+    # compile of the original is not carried over (call `compile` again).
+    return new_task
+
+
+def _rebuild_task(task, adapted, train_head):
+    new_task = rebuild_task(task, adapted)
     if not train_head:
         for layer in new_task.layers:
             if layer is not adapted:
                 layer.trainable = False
-    # The rebuilt task carries its class's default `compile()`; a custom
-    # compile of the original is not carried over (call `compile` again).
     return new_task

@@ -138,3 +138,27 @@ def test_static_layout_equals_explicit_ids(batch, lengths, rest, seed):
     np.testing.assert_allclose(
         _np(router(x)), _np(router(x, modality_ids=ids)), rtol=1e-5, atol=1e-5
     )
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    st.integers(1, 8),
+    st.floats(0.1, 2.0),
+    st.sampled_from(["bert", "roberta", "electra"]),
+    st.integers(0, 1000),
+)
+def test_fold_equals_unfolded(rank, scale, family, seed):
+    import keras_adalink
+    from tests.conftest import BACKBONES
+    from tests.conftest import backbone_inputs
+    from tests.conftest import randomize_adapter
+
+    backbone = BACKBONES[family]()
+    adapted = keras_adalink.adapt(backbone, rank=rank, scale=scale)
+    randomize_adapter(adapted, seed=seed, scale=0.2)
+    folded = keras_adalink.fold(adapted)
+    x = backbone_inputs(backbone, seed=seed)
+    for a, b in zip(
+        keras.tree.flatten(_np(folded(x))), keras.tree.flatten(_np(adapted(x)))
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

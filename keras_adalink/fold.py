@@ -1,0 +1,130 @@
+"""Folding an AdaLink into the vocabulary table for zero-overhead serving.
+
+With the adapter right after the token lookup, every token's adapted
+embedding depends only on its id: row `v` of the table becomes
+`e_v + scale * (e_v @ W_down) @ W_up`, i.e. `E (I + scale * W_down W_up)`.
+The folded model is the original architecture with that table: no adapter
+layer, no extra compute.
+"""
+
+import inspect
+
+import keras
+import keras_hub
+import numpy as np
+
+from keras_adalink.adapt import rebuild_task
+from keras_adalink.adapter_file import find_adalink_backbone
+from keras_adalink.insertion_points import find_insertion_sites
+from keras_adalink.layers import AdaLink
+from keras_adalink.layers import TaskRouter
+
+# Tasks whose outputs go through the (possibly tied) reverse projection.
+_LM_TASKS = tuple(
+    getattr(keras_hub.models, name)
+    for name in ("CausalLM", "MaskedLM", "Seq2SeqLM")
+    if hasattr(keras_hub.models, name)
+)
+_UNTIE_KEYS = ("tie_word_embeddings", "tie_embedding_weights")
+
+
+def _module(adapter, task_id):
+    if isinstance(adapter, TaskRouter):
+        if task_id is None or not 0 <= task_id < adapter.num_tasks:
+            raise ValueError(
+                "A TaskRouter folds one task at a time: pass "
+                f"`task_id` in [0, {adapter.num_tasks}). "
+                f"Received: task_id={task_id}"
+            )
+        return adapter.adalink_down[task_id], adapter.adalink_up[task_id]
+    if not isinstance(adapter, AdaLink):
+        raise ValueError(
+            f"A {type(adapter).__name__} routes tokens by modality or "
+            "position, which a vocabulary table cannot express. Serve the "
+            "adapted model unfolded (it costs O(N*d*r) per sequence)."
+        )
+    return adapter.adalink_down, adapter.adalink_up
+
+
+def _check_foldable(adalink_backbone):
+    base = adalink_backbone.backbone
+    table = base.token_embedding
+    at_lookup = adalink_backbone.insertion == "token_embedding" and all(
+        table is site.layer
+        or table is getattr(site.layer, "token_embedding", 0)
+        for site in find_insertion_sites(base, "token_embedding")
+    )
+    if not at_lookup:
+        raise ValueError(
+            "Only an adapter right after the token lookup can be folded "
+            f"(this one is at '{adalink_backbone.insertion}' of "
+            f"{type(base).__name__}, where it sees positions, LayerNorm or "
+            "other modalities). Adapt with insertion='token_embedding', or "
+            "serve unfolded."
+        )
+    if keras.activations.serialize(adalink_backbone.adapter.activation) != (
+        "linear"
+    ):
+        raise ValueError(
+            "An adapter with an activation is not linear in the embedding, "
+            "so it cannot be folded into the table. Serve it unfolded."
+        )
+
+
+def fold(model, task_id: int | None = None):
+    """Returns `model` without the adapter, its effect folded into the table.
+
+    The result has the original KerasHub class (backbone or task, same
+    preprocessor, head weights copied) and a token-embedding table
+    `E + scale * (E @ W_down) @ W_up`; outputs equal the adapted model's to
+    float32 rounding. Where input and output tables are tied and the task
+    uses the output projection (causal/masked/seq2seq LMs), the folded model
+    is untied so logits keep the original table; families that cannot untie
+    through their config (Gemma, GPT-2) are refused.
+
+    Args:
+        model: an adapted backbone or task (from `keras_adalink.adapt`).
+        task_id: for a `TaskRouter`, which task's module to fold.
+
+    Example:
+    >>> served = keras_adalink.fold(adapted_classifier)
+    """
+    adalink_backbone = find_adalink_backbone(model)
+    _check_foldable(adalink_backbone)
+    down, up = _module(adalink_backbone.adapter, task_id)
+    base = adalink_backbone.backbone
+    table = keras.ops.convert_to_numpy(base.token_embedding.embeddings)
+    table = table.astype("float32")
+    scale = adalink_backbone.adapter.scale
+    down, up = keras.ops.convert_to_numpy(down), keras.ops.convert_to_numpy(up)
+    folded_table = table + scale * (table @ down) @ up
+
+    config = base.get_config()
+    config.pop("name", None)
+    tied = getattr(base.token_embedding, "tie_weights", False)
+    untie = tied and isinstance(model, _LM_TASKS)
+    if untie:
+        accepted = inspect.signature(type(base).__init__).parameters
+        key = next((k for k in _UNTIE_KEYS if k in accepted), None)
+        if key is None:
+            raise ValueError(
+                f"{type(base).__name__} ties its input and output embedding "
+                "tables and cannot untie them through its config, so a "
+                "folded table would change the logits. Serve it unfolded."
+            )
+        config[key] = False
+    folded = type(base).from_config(config)
+    values = {v.path: v for v in base.weights}
+    for variable in folded.weights:
+        if variable is folded.token_embedding.embeddings:
+            variable.assign(folded_table.astype(variable.dtype))
+        elif untie and variable.path.endswith("reverse_embeddings"):
+            variable.assign(table.T.astype(variable.dtype))
+        else:
+            # A copy: on jax, sharing the buffer would let one model's
+            # donated (reused) buffers delete the other's weights.
+            value = keras.ops.convert_to_numpy(values[variable.path])
+            variable.assign(np.array(value))
+    if model is adalink_backbone:
+        return folded
+    return rebuild_task(model, folded)
