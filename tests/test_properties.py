@@ -152,6 +152,7 @@ def test_fold_equals_unfolded(rank, scale, family, seed):
     from tests.conftest import BACKBONES
     from tests.conftest import backbone_inputs
     from tests.conftest import randomize_adapter
+    from tests.conftest import to_numpy
 
     backbone = BACKBONES[family]()
     adapted = keras_adalink.adapt(backbone, rank=rank, scale=scale)
@@ -159,6 +160,7 @@ def test_fold_equals_unfolded(rank, scale, family, seed):
     folded = keras_adalink.fold(adapted)
     x = backbone_inputs(backbone, seed=seed)
     for a, b in zip(
-        keras.tree.flatten(_np(folded(x))), keras.tree.flatten(_np(adapted(x)))
+        keras.tree.flatten(to_numpy(folded(x))),
+        keras.tree.flatten(to_numpy(adapted(x))),
     ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
