@@ -6,6 +6,7 @@ from keras_adalink.adapt import adapt
 from keras_adalink.adapt import reattach
 from keras_adalink.adapter_file import load_adapter
 from keras_adalink.adapter_file import save_adapter
+from keras_adalink.export import export_saved_model
 from keras_adalink.fold import fold
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
@@ -23,6 +24,7 @@ __all__ = [
     "__version__",
     "adapt",
     "datasets",
+    "export_saved_model",
     "fold",
     "heads",
     "load_adapter",

@@ -91,3 +91,11 @@ def test_compiled_graph_out_of_range_id_passes_through():
     plain = keras.ops.convert_to_numpy(backbone(x)["sequence_output"])
     np.testing.assert_allclose(out[1], plain[1], atol=1e-5)
     assert not np.allclose(out[0], plain[0], atol=1e-3)
+
+
+def test_export_on_torch_says_what_to_do(tmp_path):
+    if keras.backend.backend() != "torch":
+        pytest.skip("torch-only message")
+    adapted = keras_adalink.adapt(BACKBONES["bert"](), rank=2)
+    with pytest.raises(NotImplementedError, match="onnx"):
+        keras_adalink.export_saved_model(adapted, tmp_path / "m")

@@ -1,0 +1,136 @@
+"""SavedModel export: served by TensorFlow alone, as TF Serving would."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import keras_adalink
+from tests.conftest import BACKBONES
+from tests.conftest import backbone_inputs
+from tests.conftest import randomize_adapter
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="SavedModel export runs on jax and tensorflow (torch: ONNX)",
+)
+
+# Runs in a process that imports only tensorflow, like a serving host.
+_SERVE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    path, request, out = sys.argv[1:4]
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    body = json.load(open(request))
+    # TF Serving's REST row format: {"instances": [{input: value}, ...]}.
+    rows = body["instances"]
+    batch = {k: tf.constant([row[k] for row in rows]) for k in rows[0]}
+    result = signature(**batch)
+    np.savez(out, **{k: v.numpy() for k, v in result.items()})
+    assert "keras_adalink" not in sys.modules
+    """
+)
+
+
+def _serve(tmp_path, path, x):
+    instances = [
+        {k: np.asarray(v)[i].tolist() for k, v in x.items()}
+        for i in range(len(next(iter(x.values()))))
+    ]
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"instances": instances}))
+    script = tmp_path / "serve.py"
+    script.write_text(_SERVE)
+    out = tmp_path / "out.npz"
+    result = subprocess.run(
+        [sys.executable, str(script), str(path), str(request), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (value,) = np.load(out).values()
+    return value
+
+
+def _multi_task_classifier():
+    task = keras_hub.models.BertTextClassifier(
+        BACKBONES["bert"](), num_classes=3, preprocessor=None
+    )
+    adapted = keras_adalink.adapt(task, rank=2, num_tasks=3)
+    randomize_adapter(adapted)
+    return adapted
+
+
+def test_multi_task_classifier_served_by_tensorflow_alone(tmp_path):
+    model = _multi_task_classifier()
+    path = tmp_path / "served" / "1"
+    keras_adalink.export_saved_model(model, path)
+    # Dynamic batch and sequence length; one mixed-task request.
+    for batch, seq in [(3, 12), (5, 7)]:
+        x = backbone_inputs(model, batch=batch, seq=seq, num_tasks=3)
+        expected = model.predict(x, verbose=0)
+        served = _serve(tmp_path, path, x)
+        np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
+    # Mixed batch equals each task's rows served alone.
+    x = backbone_inputs(model, batch=4, num_tasks=3)
+    mixed = _serve(tmp_path, path, x)
+    for task in range(3):
+        rows = {k: v for k, v in x.items()}
+        rows["task_id"] = np.full(4, task, "int32")
+        alone = _serve(tmp_path, path, rows)
+        picked = x["task_id"] == task
+        np.testing.assert_allclose(
+            mixed[picked], alone[picked], rtol=1e-5, atol=1e-5
+        )
+
+
+def test_saved_model_cli_shows_serving_signature(tmp_path):
+    model = _multi_task_classifier()
+    keras_adalink.export_saved_model(model, tmp_path / "m")
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run(
+        [
+            cli,
+            "show",
+            "--dir",
+            str(tmp_path / "m"),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    for name in ("token_ids", "segment_ids", "padding_mask", "task_id"):
+        assert f"inputs['{name}']" in shown
+    assert "shape: (-1, -1)" in shown and "shape: (-1)" in shown
+    assert "Method name is: tensorflow/serving/predict" in shown
+
+
+def test_folded_model_exports(tmp_path):
+    backbone = BACKBONES["bert"]()
+    task = keras_hub.models.BertTextClassifier(
+        backbone, num_classes=2, preprocessor=None
+    )
+    adapted = keras_adalink.adapt(task, rank=2)
+    randomize_adapter(adapted)
+    folded = keras_adalink.fold(adapted)
+    keras_adalink.export_saved_model(folded, tmp_path / "f")
+    x = backbone_inputs(backbone, batch=3)
+    np.testing.assert_allclose(
+        _serve(tmp_path, tmp_path / "f", x),
+        adapted.predict(x, verbose=0),
+        rtol=1e-5,
+        atol=1e-5,
+    )
