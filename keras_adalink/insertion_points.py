@@ -7,9 +7,10 @@ everything else (graph rewriting, generate(), saving, freezing) is shared.
 - `"token_embedding"`: right after the token-embedding lookup, before
   positions, segments and the embedding LayerNorm are added. The adapter
   then acts on vocabulary rows only, so it can later be folded into the
-  vocabulary table. In PaliGemma this point has two sites: the image
-  embeddings (ViT output, projected to the LM width) and the text token
-  embeddings, each tagged with its modality for `ModalityRouter`.
+  vocabulary table. In PaliGemma and Gemma3 (with vision) this point has
+  two sites: the image embeddings (vision encoder output, projected to the
+  LM width) and the text token embeddings, each tagged with its modality
+  for `ModalityRouter`.
 - `"block_input"`: at the input of the first transformer block, after the
   embedding stage (LayerNorm, dropout, projection) has run.
 
@@ -86,10 +87,15 @@ def token_and_position(backbone):
 
 
 def image_and_text(backbone):
-    return [
-        after_layer(backbone.vit_encoder, modality="image"),
-        after_layer(backbone.token_embedding, modality="text"),
-    ]
+    # PaliGemma's `vit_encoder`, Gemma3's `vision_encoder` (None when the
+    # model is text-only): image embeddings already at the LM width.
+    vision = getattr(backbone, "vit_encoder", None) or getattr(
+        backbone, "vision_encoder", None
+    )
+    text = after_layer(backbone.token_embedding, modality="text")
+    if vision is None:
+        return [text]
+    return [after_layer(vision, modality="image"), text]
 
 
 def encoder_and_decoder(backbone):
@@ -138,6 +144,9 @@ _POINTS = {
     "Qwen3Backbone": (token_embedding, first_transformer_layer),
     # Vision-language: [image tokens; text tokens] into a Gemma decoder.
     "PaliGemmaBackbone": (image_and_text, first_transformer_layer),
+    # Gemma3: image embeddings are scattered into the text sequence after
+    # both lookups, so the two sites work as for PaliGemma.
+    "Gemma3Backbone": (image_and_text, first_transformer_layer),
     # Encoder-decoder: encoder inputs; decoder inputs on request.
     "T5Backbone": (encoder_and_decoder, encoder_and_decoder),
     # Vision: block_input adapts [class token; patches] + positions.

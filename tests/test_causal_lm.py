@@ -1,5 +1,7 @@
 """AdaLink on decoder-only LMs: training path and generate() agree."""
 
+import inspect
+
 import keras
 import keras_hub
 import numpy as np
@@ -22,6 +24,12 @@ CAUSAL_LMS = {
     ),
     "gemma": lambda: keras_hub.models.GemmaCausalLM(
         keras_hub.models.GemmaBackbone(head_dim=8, **_GQA, **_LM),
+        preprocessor=None,
+    ),
+    "gemma3": lambda: keras_hub.models.Gemma3CausalLM(
+        backbone=keras_hub.models.Gemma3Backbone(
+            image_size=16, head_dim=8, sliding_window_size=8, **_GQA, **_LM
+        ),
         preprocessor=None,
     ),
     "llama": lambda: keras_hub.models.LlamaCausalLM(
@@ -78,9 +86,14 @@ def test_cached_path_equals_training_path(lm_family, insertion):
     x = _inputs()
     teacher_forced = to_numpy(adapted(x))
     # `_build_cache` runs `call_with_cache` over the whole sequence at once.
-    _, cache = adapted._build_cache(x["token_ids"])
+    if "img_embeddings" in inspect.signature(adapted._build_cache).parameters:
+        _, cache = adapted._build_cache(  # Gemma3: text only here.
+            x["token_ids"], None, None, x["padding_mask"], None
+        )
+    else:
+        _, cache = adapted._build_cache(x["token_ids"])
     cached_logits, _, _ = adapted.call_with_cache(
-        x["token_ids"], keras.ops.zeros_like(cache), 0
+        x["token_ids"], keras.tree.map_structure(keras.ops.zeros_like, cache), 0
     )
     np.testing.assert_allclose(
         to_numpy(cached_logits), teacher_forced, rtol=1e-4, atol=1e-4
@@ -88,6 +101,13 @@ def test_cached_path_equals_training_path(lm_family, insertion):
 
 
 def test_greedy_generate_follows_training_argmax(lm_family):
+    if lm_family == "gemma3":
+        pytest.skip(
+            "KerasHub's Gemma3CausalLM.generate() without a preprocessor "
+            "fails on text-only inputs even unadapted ('None is not a valid "
+            "value'); its cached path is covered by "
+            "test_cached_path_equals_training_path."
+        )
     lm = CAUSAL_LMS[lm_family]()
     adapted = keras_adalink.adapt(lm, rank=2, dropout=0.0)
     randomize_adapter(adapted, scale=1.0)
@@ -217,7 +237,7 @@ def test_keras_and_adapter_files_every_family(family, tmp_path):
     keras_adalink.load_adapter(restored, tmp_path / "lm.safetensors")
     # Into a task rebuilt from scratch around the restored backbone.
     fresh = type(adapted)(
-        keras_adalink.adapt(restored.backbone.backbone, rank=2),
+        backbone=keras_adalink.adapt(restored.backbone.backbone, rank=2),
         preprocessor=None,
     )
     keras_adalink.load_adapter(fresh, tmp_path / "lm.safetensors")
