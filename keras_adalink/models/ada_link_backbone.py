@@ -42,8 +42,9 @@ class AdaLinkBackbone(Backbone):
     Args:
         backbone: `keras_hub.models.Backbone`. The model to adapt; it is
             frozen in place.
-        adapter: `AdaLink`, `TaskRouter` or `ModalityRouter`. The adapter
-            layer; name it so that its name contains `"adalink"`.
+        adapter: `AdaLink`, `TaskRouter` or `ModalityRouter`. Its weights
+            are named `adalink_down` / `adalink_up`, so their paths contain
+            `adalink` whatever the layer is called.
         insertion: str. `"token_embedding"` or `"block_input"`; see
             `keras_adalink.insertion_points`. Defaults to `None`: the
             family's default (`"token_embedding"` for text models,
