@@ -25,8 +25,15 @@ def _polymorphic_shapes(inputs):
 
 
 def _max_sequence_length(model):
-    backbone = getattr(model, "backbone", model)
-    return getattr(backbone, "max_sequence_length", None)
+    """The position-table length of the (first) backbone inside `model`."""
+    pending = [model]
+    while pending:
+        layer = pending.pop(0)
+        limit = getattr(layer, "max_sequence_length", None)
+        if limit:
+            return limit
+        pending += list(getattr(layer, "layers", []))
+    return None
 
 
 def export_saved_model(model, path, verbose=False):

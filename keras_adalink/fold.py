@@ -127,4 +127,23 @@ def fold(model, task_id: int | None = None):
             variable.assign(np.array(value))
     if model is adalink_backbone:
         return folded
-    return rebuild_task(model, folded)
+    if isinstance(model, keras_hub.models.Task):
+        return rebuild_task(model, folded)
+    # A user's own model around the adapted backbone (a head, say): the same
+    # graph with the folded backbone in its place; other layers are shared.
+    extra_inputs = len(keras.tree.flatten(adalink_backbone.input)) - len(
+        keras.tree.flatten(folded.input)
+    )
+    if extra_inputs:
+        raise ValueError(
+            "The folded backbone has no `task_id` input, so it cannot stand "
+            "in for a TaskRouter inside your model: fold the backbone "
+            "(`fold(model.get_layer(...), task_id=...)`) and rebuild the "
+            "head around it."
+        )
+    return keras.models.clone_model(
+        model,
+        clone_function=lambda layer: (
+            folded if layer is adalink_backbone else layer
+        ),
+    )

@@ -134,3 +134,19 @@ def test_folded_model_exports(tmp_path):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+def test_user_model_with_mean_pooled_head_exports(tmp_path):
+    from keras_adalink.heads import mean_pooled_classifier
+
+    backbone = BACKBONES["bert"]()
+    model = mean_pooled_classifier(keras_adalink.adapt(backbone, rank=2), 2)
+    randomize_adapter(model)
+    keras_adalink.export_saved_model(model, tmp_path / "m")
+    x = backbone_inputs(backbone, batch=3, seq=9)
+    np.testing.assert_allclose(
+        _serve(tmp_path, tmp_path / "m", x),
+        model.predict(x, verbose=0),
+        rtol=1e-5,
+        atol=1e-5,
+    )

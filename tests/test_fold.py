@@ -50,9 +50,9 @@ def test_fold_task_keeps_class_preprocessor_and_head():
     _close(folded.predict(x, verbose=0), adapted.predict(x, verbose=0))
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen", "mistral"])
-def test_fold_causal_lm_logits(family):
-    lm = CAUSAL_LMS[family]()
+@pytest.mark.parametrize("lm_name", ["llama", "qwen", "mistral"])
+def test_fold_causal_lm_logits(lm_name):
+    lm = CAUSAL_LMS[lm_name]()
     adapted = keras_adalink.adapt(lm, rank=2, dropout=0.0)
     randomize_adapter(adapted, scale=0.3)
     folded = keras_adalink.fold(adapted)
@@ -135,3 +135,24 @@ def test_folded_model_saves_as_plain_keras_hub_model(tmp_path):
     assert type(restored) is type(folded)
     x = backbone_inputs(folded)
     _close(to_numpy(restored(x)), to_numpy(adapted(x)))
+
+
+def test_fold_user_model_with_head():
+    from keras_adalink.heads import mean_pooled_classifier
+
+    backbone = BACKBONES["bert"]()
+    model = mean_pooled_classifier(keras_adalink.adapt(backbone, rank=2), 3)
+    randomize_adapter(model)
+    folded = keras_adalink.fold(model)
+    assert not any("adalink" in v.path for v in folded.weights)
+    x = backbone_inputs(backbone)
+    _close(folded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_fold_user_model_with_task_router_refused():
+    from keras_adalink.heads import mean_pooled_classifier
+
+    adapted = keras_adalink.adapt(BACKBONES["bert"](), rank=2, num_tasks=2)
+    model = mean_pooled_classifier(adapted, 3)
+    with pytest.raises(ValueError, match="task_id"):
+        keras_adalink.fold(model, task_id=0)

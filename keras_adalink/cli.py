@@ -1,0 +1,328 @@
+"""`keras-adalink`: train, evaluate, predict with and export AdaLink adapters.
+
+A run directory (`--out` of `train`) holds `adapter.safetensors` (what
+`save_adapter` writes), `run.json` (backbone, columns, task, labels, rank,
+sequence length) and `metrics.json`. Set KERAS_BACKEND to pick the backend.
+"""
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+EXAMPLES = """examples:
+  keras-adalink demo
+  keras-adalink train --data train.csv --text-column text \\
+      --label-column label --task classification --rank 4 --out runs/rt
+  keras-adalink eval --adapter runs/rt --data test.csv
+  keras-adalink predict --adapter runs/rt --text "a gorgeous, witty film"
+  keras-adalink export --adapter runs/rt --out served/1 --fold
+"""
+
+
+class CliError(Exception):
+    """A user mistake: printed as one line, exit code 2."""
+
+
+def read_table(path):
+    """Rows (dicts) of a CSV, TSV or JSONL file."""
+    if not os.path.isfile(path):
+        raise CliError(f"no such data file: {path}")
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            return [json.loads(line) for line in f if line.strip()]
+        return list(
+            csv.DictReader(f, delimiter="\t" if path.endswith(".tsv") else ",")
+        )
+
+
+def column(rows, name, path):
+    if not rows:
+        raise CliError(f"{path} has no rows")
+    if name not in rows[0]:
+        raise CliError(
+            f"column '{name}' not in {path}; available: {', '.join(rows[0])}"
+        )
+    return [row[name] for row in rows]
+
+
+def _build(run):
+    import keras_hub
+
+    import keras_adalink
+    from keras_adalink.heads import mean_pooled_classifier
+
+    path = run["backbone"] or keras_adalink.datasets.minilm_path()
+    if not os.path.isdir(path):
+        raise CliError(
+            f"backbone '{path}' is not a local folder; pass --backbone with "
+            "the path of a HuggingFace-format BERT folder or KerasHub preset"
+        )
+    backbone = keras_hub.models.BertBackbone.from_preset(path)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        keras_hub.models.BertTokenizer.from_preset(path),
+        sequence_length=run["sequence_length"],
+    )
+    adapted = keras_adalink.adapt(backbone, rank=run["rank"])
+    return mean_pooled_classifier(adapted, run["num_outputs"]), preprocessor
+
+
+def _features(run, preprocessor, rows, path):
+    from keras_adalink.datasets import featurize
+
+    texts = column(rows, run["text_column"], path)
+    if run.get("text_pair_column"):
+        pairs = column(rows, run["text_pair_column"], path)
+        texts = [f"{a} [SEP] {b}" for a, b in zip(texts, pairs)]
+    return featurize(preprocessor, texts)
+
+
+def _targets(run, rows, path):
+    import numpy as np
+
+    values = column(rows, run["label_column"], path)
+    if run["task"] == "regression":
+        return np.asarray(values, "float32")
+    index = {label: i for i, label in enumerate(run["labels"])}
+    unknown = sorted({str(v) for v in values} - set(index))
+    if unknown:
+        raise CliError(f"labels {unknown[:5]} in {path} were not in training")
+    return np.asarray([index[str(v)] for v in values], "int32")
+
+
+def _metrics(run, model, x, y):
+    import numpy as np
+
+    out = model.predict(x, verbose=0)
+    if run["task"] == "regression":
+        pred = out[:, 0]
+        return {
+            "pearson": float(np.corrcoef(pred, y)[0, 1]),
+            "mse": float(np.mean((pred - y) ** 2)),
+        }
+    return {"accuracy": float(np.mean(np.argmax(out, -1) == y))}
+
+
+def _load_run(folder):
+    import keras_adalink
+
+    spec = os.path.join(folder, "run.json")
+    if not os.path.isfile(spec):
+        raise CliError(
+            f"{folder} is not a keras-adalink run folder (no run.json)"
+        )
+    with open(spec) as f:
+        run = json.load(f)
+    model, preprocessor = _build(run)
+    keras_adalink.load_adapter(
+        model, os.path.join(folder, "adapter.safetensors")
+    )
+    return run, model, preprocessor
+
+
+def cmd_train(args):
+    import keras
+
+    import keras_adalink
+
+    rows = read_table(args.data)
+    column(rows, args.text_column, args.data)
+    labels = column(rows, args.label_column, args.data)
+    run = {
+        "backbone": args.backbone,
+        "text_column": args.text_column,
+        "text_pair_column": args.text_pair_column,
+        "label_column": args.label_column,
+        "task": args.task,
+        "rank": args.rank,
+        "sequence_length": args.sequence_length,
+        "labels": None
+        if args.task == "regression"
+        else sorted({str(v) for v in labels}),
+    }
+    run["num_outputs"] = 1 if args.task == "regression" else len(run["labels"])
+    keras.utils.set_random_seed(args.seed)
+    model, preprocessor = _build(run)
+    x = _features(run, preprocessor, rows, args.data)
+    y = _targets(run, rows, args.data)
+    epochs = args.epochs
+    steps = epochs * -(-len(y) // args.batch_size)
+    if args.max_steps:
+        steps = min(steps, args.max_steps)
+        epochs = max(1, -(-steps * args.batch_size // len(y)))
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            keras_adalink.WarmupRsqrtDecay(
+                args.learning_rate, max(1, steps // 10)
+            )
+        ),
+        loss="mse"
+        if args.task == "regression"
+        else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    validation = None
+    if args.val_data:
+        val_rows = read_table(args.val_data)
+        validation = (
+            _features(run, preprocessor, val_rows, args.val_data),
+            _targets(run, val_rows, args.val_data),
+        )
+    history = model.fit(
+        x,
+        y,
+        batch_size=args.batch_size,
+        epochs=epochs,
+        steps_per_epoch=min(steps, -(-len(y) // args.batch_size))
+        if args.max_steps
+        else None,
+        validation_data=validation,
+        verbose=2,
+    )
+    os.makedirs(args.out, exist_ok=True)
+    keras_adalink.save_adapter(
+        model, os.path.join(args.out, "adapter.safetensors")
+    )
+    metrics = {
+        "history": {
+            k: [float(v) for v in vs] for k, vs in history.history.items()
+        },
+        "train": _metrics(run, model, x, y),
+    }
+    if validation:
+        metrics["validation"] = _metrics(run, model, *validation)
+    with open(os.path.join(args.out, "run.json"), "w") as f:
+        json.dump(run, f, indent=2)
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "history"}))
+
+
+def cmd_eval(args):
+    run, model, preprocessor = _load_run(args.adapter)
+    rows = read_table(args.data)
+    result = _metrics(
+        run,
+        model,
+        _features(run, preprocessor, rows, args.data),
+        _targets(run, rows, args.data),
+    )
+    print(json.dumps(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+def cmd_predict(args):
+    import numpy as np
+
+    run, model, preprocessor = _load_run(args.adapter)
+    if args.data:
+        rows = read_table(args.data)
+    elif args.text:
+        rows = [{run["text_column"]: t} for t in args.text]
+    else:
+        raise CliError("give --text TEXT ... or --data FILE")
+    out = model.predict(_features(run, preprocessor, rows, "input"), verbose=0)
+    for row, scores in zip(rows, out):
+        if run["task"] == "regression":
+            answer = float(scores[0])
+        else:
+            answer = run["labels"][int(np.argmax(scores))]
+        print(
+            json.dumps({"text": row[run["text_column"]], "prediction": answer})
+        )
+
+
+def cmd_export(args):
+    import keras_adalink
+
+    _, model, _ = _load_run(args.adapter)
+    if args.fold:
+        model = keras_adalink.fold(model)
+    keras_adalink.export_saved_model(model, args.out)
+    print(f"SavedModel written to {args.out}")
+
+
+def cmd_demo(args):
+    from keras_adalink import demo
+
+    demo.run(args)
+
+
+def parser():
+    formatter = argparse.RawDescriptionHelpFormatter
+    top = argparse.ArgumentParser(
+        prog="keras-adalink",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=formatter,
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser(
+        "train",
+        help="train AdaLink on a frozen backbone",
+        epilog=EXAMPLES,
+        formatter_class=formatter,
+    )
+    train.add_argument("--data", required=True, help="CSV, TSV or JSONL")
+    train.add_argument("--text-column", required=True)
+    train.add_argument("--text-pair-column")
+    train.add_argument("--label-column", required=True)
+    train.add_argument(
+        "--task", choices=["classification", "regression"], required=True
+    )
+    train.add_argument("--rank", type=int, default=4)
+    train.add_argument("--epochs", type=int, default=2)
+    train.add_argument("--max-steps", type=int)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--learning-rate", type=float, default=1e-2)
+    train.add_argument("--sequence-length", type=int, default=64)
+    train.add_argument("--val-data")
+    train.add_argument(
+        "--backbone", help="local KerasHub/HF BERT folder (default: MiniLM)"
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="metrics of a trained adapter on a file")
+    ev.add_argument("--adapter", required=True, help="a train --out folder")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--json", help="also write the metrics here")
+    ev.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("predict", help="predictions for texts or a file")
+    pr.add_argument("--adapter", required=True)
+    pr.add_argument("--text", nargs="+")
+    pr.add_argument("--data")
+    pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="TF-Serving SavedModel (jax/tf)")
+    ex.add_argument("--adapter", required=True)
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--fold", action="store_true", help="fold into the table")
+    ex.set_defaults(func=cmd_export)
+
+    from keras_adalink.demo import add_arguments
+
+    demo = sub.add_parser("demo", help="the README's fine-tune + serve demo")
+    add_arguments(demo)
+    demo.set_defaults(func=cmd_demo)
+    return top
+
+
+def main(argv=None):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CliError, FileNotFoundError, ValueError) as e:
+        print(f"keras-adalink {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
