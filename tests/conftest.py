@@ -70,6 +70,17 @@ def randomize_adapter(model, seed=1, scale=0.5):
             v.assign(rng.normal(0, scale, size=v.shape).astype("float32"))
 
 
+def router_module(router, index):
+    """Module `index` of a router (Task/Modality) as a stand-alone AdaLink."""
+    import keras_adalink
+
+    single = keras_adalink.AdaLink(rank=router.rank, dropout=0.0)
+    single.build((None, None, router.adalink_down.shape[-2]))
+    single.adalink_down.assign(router.adalink_down[index])
+    single.adalink_up.assign(router.adalink_up[index])
+    return single
+
+
 @pytest.fixture(params=sorted(BACKBONES))
 def family(request):
     return request.param

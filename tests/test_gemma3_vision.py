@@ -10,6 +10,7 @@ from keras_hub.src.models.gemma3.gemma3_vision_encoder import (
 
 import keras_adalink
 from tests.conftest import randomize_adapter
+from tests.conftest import router_module
 from tests.conftest import to_numpy
 
 SEQ, IMAGE_TOKENS = 10, 4
@@ -89,11 +90,7 @@ def test_image_and_text_modules(unified, tmp_path):
     router = adapted.adapter
 
     def module(i):
-        single = keras_adalink.AdaLink(rank=2, dropout=0.0)
-        single.build((None, None, 16))
-        single.adalink_down.assign(router.adalink_down[i])
-        single.adalink_up.assign(router.adalink_up[i])
-        return single
+        return router_module(router, i)
 
     np.testing.assert_allclose(
         to_numpy(adapted(x)),

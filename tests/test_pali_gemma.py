@@ -7,6 +7,7 @@ import pytest
 
 import keras_adalink
 from tests.conftest import randomize_adapter
+from tests.conftest import router_module
 from tests.conftest import to_numpy
 
 VOCAB, SEQ, PROMPT = 40, 8, 3
@@ -68,11 +69,7 @@ def test_image_and_text_tokens_use_their_own_module(unified):
     router = adapted.backbone.adapter
 
     def module(i):
-        single = keras_adalink.AdaLink(rank=2, dropout=0.0)
-        single.build((None, None, 16))
-        single.adalink_down.assign(router.adalink_down[i])
-        single.adalink_up.assign(router.adalink_up[i])
-        return single
+        return router_module(router, i)
 
     image_module = module(0)
     text_module = module(0 if unified else 1)
