@@ -9,20 +9,11 @@ value received.
 
 import functools
 
-import keras
-import numpy as np
-
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
+from keras_adalink.layers.base_ada_link import concrete_numpy
 
-
-def _values(x, key):
-    if not isinstance(x, dict) or key not in x:
-        return None
-    try:
-        return np.asarray(keras.ops.convert_to_numpy(x[key]))
-    except Exception:  # Symbolic or streamed input: nothing to check here.
-        return None
+_ID_INPUTS = ((TaskRouter, "task_id"), (ModalityRouter, "modality_ids"))
 
 
 def check_inputs(adapter, x):
@@ -30,31 +21,14 @@ def check_inputs(adapter, x):
 
     Checks `task_id` for a `TaskRouter` (int, in `[0, num_tasks)`) and
     `modality_ids` for a `ModalityRouter` (int, `< len(modalities)`;
-    negative means pass-through). Other inputs (datasets, generators) are
-    left alone.
+    negative means pass-through), with the router's own `check_ids`.
+    Other inputs (datasets, generators) are left alone.
     """
-    if isinstance(adapter, TaskRouter):
-        key, high, low = "task_id", adapter.num_tasks, 0
-    elif isinstance(adapter, ModalityRouter):
-        key, high, low = "modality_ids", len(adapter.modalities), None
-    else:
-        return
-    values = _values(x, key)
-    if values is None:
-        return
-    if not np.issubdtype(values.dtype, np.integer):
-        raise TypeError(
-            f"`{key}` must hold ints. Received dtype {values.dtype}."
-        )
-    bad = values >= high
-    if low is not None:
-        bad |= values < low
-    if bad.any():
-        bounds = f"[{low}, {high})" if low is not None else f"< {high}"
-        raise ValueError(
-            f"`{key}` must be {bounds}. Received out-of-range values: "
-            f"{sorted(set(values[bad].tolist()))[:10]}"
-        )
+    for router, key in _ID_INPUTS:
+        if isinstance(adapter, router) and isinstance(x, dict) and key in x:
+            values = concrete_numpy(x[key])
+            if values is not None:
+                adapter.check_ids(values)
 
 
 def checked_entry_points(model, adapter):

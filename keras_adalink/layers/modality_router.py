@@ -103,23 +103,15 @@ class ModalityRouter(BaseAdaLink):
             ids = ids + ops.cast(positions >= int(bound), "int32")
         return ops.broadcast_to(ids[None, :], ops.shape(inputs)[:2])
 
-    def _check(self, modality_ids):
-        values = concrete_numpy(modality_ids)
-        if values is None:
-            return
-        if not np.issubdtype(values.dtype, np.integer):
-            raise TypeError(
-                f"`modality_ids` must be an int tensor. Received dtype "
-                f"{values.dtype} for layer '{self.name}'"
-            )
-        bad = values[values >= len(self.modalities)]
-        if bad.size:
-            raise ValueError(
-                f"`modality_ids` must be < {len(self.modalities)} (the "
-                f"number of modalities {self.modalities}) or negative for "
-                f"pass-through, for layer '{self.name}'. Received: "
-                f"{sorted(set(bad.tolist()))}"
-            )
+    def check_ids(self, values):
+        """Raises unless numpy `values` are modality ids (negative: pass)."""
+        self._check_ids(
+            values,
+            "modality_ids",
+            len(self.modalities),
+            note=f" (the number of modalities {self.modalities}) or "
+            "negative for pass-through",
+        )
 
     def call(self, inputs, modality_ids=None, modality=None, training=None):
         if modality is not None:
@@ -138,7 +130,9 @@ class ModalityRouter(BaseAdaLink):
                 )
             modality_ids = self._layout_ids(inputs)
         else:
-            self._check(modality_ids)
+            values = concrete_numpy(modality_ids)
+            if values is not None:
+                self.check_ids(values)
         modality_ids = ops.cast(modality_ids, "int32")
         known = ops.logical_and(
             modality_ids >= 0, modality_ids < len(self.modalities)

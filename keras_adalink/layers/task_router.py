@@ -1,5 +1,4 @@
 import keras
-import numpy as np
 from keras import ops
 
 from keras_adalink.layers.base_ada_link import BaseAdaLink
@@ -65,25 +64,14 @@ class TaskRouter(BaseAdaLink):
     def num_modules(self):
         return self.num_tasks
 
-    def _check(self, task_id):
-        values = concrete_numpy(task_id)
-        if values is None:
-            return
-        if not np.issubdtype(values.dtype, np.integer):
-            raise TypeError(
-                f"`task_id` must be an int tensor. Received dtype "
-                f"{values.dtype} for layer '{self.name}'"
-            )
-        bad = values[(values < 0) | (values >= self.num_tasks)]
-        if bad.size:
-            raise ValueError(
-                f"`task_id` must be in [0, {self.num_tasks}) for layer "
-                f"'{self.name}'. Received out-of-range ids: "
-                f"{sorted(set(bad.tolist()))}"
-            )
+    def check_ids(self, values):
+        """Raises unless numpy `values` are task ids in `[0, num_tasks)`."""
+        self._check_ids(values, "task_id", self.num_tasks, low=0)
 
     def call(self, inputs, task_id, training=None):
-        self._check(task_id)
+        values = concrete_numpy(task_id)
+        if values is not None:
+            self.check_ids(values)
         task_id = ops.reshape(ops.cast(task_id, "int32"), (-1,))
         valid = ops.logical_and(task_id >= 0, task_id < self.num_tasks)
         down, up = self._kernels(inputs.dtype)
