@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+import keras
+
 EXAMPLES = """examples:
   keras-adalink demo
   keras-adalink train --data train.csv --text-column text \\
@@ -146,11 +148,13 @@ def cmd_train(args):
     model, preprocessor = _build(run)
     x = _features(run, preprocessor, rows, args.data)
     y = _targets(run, rows, args.data)
-    epochs = args.epochs
-    steps = epochs * -(-len(y) // args.batch_size)
-    if args.max_steps:
-        steps = min(steps, args.max_steps)
-        epochs = max(1, -(-steps * args.batch_size // len(y)))
+    per_epoch = -(-len(y) // args.batch_size)
+    steps = args.epochs * per_epoch
+    callbacks = []
+    if args.max_steps and args.max_steps < steps:
+        steps = args.max_steps
+        callbacks.append(StopAfter(steps))
+    epochs = -(-steps // per_epoch)
     model.compile(
         optimizer=keras.optimizers.Adam(
             keras_adalink.WarmupRsqrtDecay(
@@ -173,10 +177,8 @@ def cmd_train(args):
         y,
         batch_size=args.batch_size,
         epochs=epochs,
-        steps_per_epoch=min(steps, -(-len(y) // args.batch_size))
-        if args.max_steps
-        else None,
         validation_data=validation,
+        callbacks=callbacks,
         verbose=2,
     )
     os.makedirs(args.out, exist_ok=True)
@@ -187,6 +189,7 @@ def cmd_train(args):
         "history": {
             k: [float(v) for v in vs] for k, vs in history.history.items()
         },
+        "train_steps": int(model.optimizer.iterations.numpy()),
         "train": _metrics(run, model, x, y),
     }
     if validation:
@@ -196,6 +199,20 @@ def cmd_train(args):
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}))
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Ends `fit` after `steps` batches, mid-epoch if need be (--max-steps)."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+        self.seen = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen >= self.steps:
+            self.model.stop_training = True
 
 
 def cmd_eval(args):

@@ -64,7 +64,7 @@ def test_train_eval_predict_export(tmp_path):
         "--rank",
         "2",
         "--max-steps",
-        "2",
+        "3",
         "--sequence-length",
         "32",
         "--val-data",
@@ -78,6 +78,8 @@ def test_train_eval_predict_export(tmp_path):
         "run.json",
     ]
     metrics = json.loads((out / "metrics.json").read_text())
+    # 64 examples at batch 32 are 2 steps an epoch: 3 steps end mid-epoch 2.
+    assert metrics["train_steps"] == 3
     assert 0 <= metrics["validation"]["accuracy"] <= 1
     evaluated = json.loads(
         _run("eval", "--adapter", str(out), "--data", str(test))
