@@ -71,6 +71,38 @@ def _check_foldable(adalink_backbone):
         )
 
 
+def _untie_in_place(embedding):
+    """Gives a built, tied `ReversibleEmbedding` its own output table.
+
+    For families whose constructor hard-codes `tie_weights=True` (Gemma,
+    GPT-2): the layer's `call(reverse=True)` then uses `reverse_embeddings`,
+    exactly as a layer built with `tie_weights=False` would.
+    """
+    embedding._tracker.unlock()
+    try:
+        embedding.tie_weights = False
+        embedding.reverse_embeddings = embedding.add_weight(
+            shape=(embedding.output_dim, embedding.input_dim),
+            initializer="zeros",
+            name="reverse_embeddings",
+            trainable=embedding.embeddings.trainable,
+        )
+    finally:
+        embedding._tracker.lock()
+
+    def refuse_save(store):
+        # A `.keras` or weights file of this model would reload as tied
+        # (the class's config cannot say otherwise) and fail to load.
+        raise ValueError(
+            "This folded model has an output table of its own that "
+            "KerasHub's config for this family cannot record, so a saved "
+            "copy would not reload. Save the adapter (`save_adapter`) and "
+            "fold after loading, or serve it with `export_saved_model`."
+        )
+
+    embedding.save_own_variables = refuse_save
+
+
 def fold(model, task_id: int | None = None):
     """Returns `model` without the adapter, its effect folded into the table.
 
@@ -79,8 +111,12 @@ def fold(model, task_id: int | None = None):
     `E + scale * (E @ W_down) @ W_up`; outputs equal the adapted model's to
     float32 rounding. Where input and output tables are tied and the task
     uses the output projection (causal/masked/seq2seq LMs), the folded model
-    is untied so logits keep the original table; families that cannot untie
-    through their config (Gemma, GPT-2) are refused.
+    is untied so logits keep the original table: through the config where
+    the family has a switch (Llama, Qwen, ...), else by giving the folded
+    model's embedding layer its own output table (Gemma, GPT-2). KerasHub's
+    config cannot record the latter, so such a folded model serves in
+    process or through `export_saved_model`; store the adapter file, not a
+    `.keras` of it.
 
     Args:
         model: an adapted backbone or task (from `keras_adalink.adapt`).
@@ -103,17 +139,13 @@ def fold(model, task_id: int | None = None):
     config.pop("name", None)
     tied = getattr(base.token_embedding, "tie_weights", False)
     untie = tied and isinstance(model, _LM_TASKS)
-    if untie:
-        accepted = inspect.signature(type(base).__init__).parameters
-        key = next((k for k in _UNTIE_KEYS if k in accepted), None)
-        if key is None:
-            raise ValueError(
-                f"{type(base).__name__} ties its input and output embedding "
-                "tables and cannot untie them through its config, so a "
-                "folded table would change the logits. Serve it unfolded."
-            )
+    accepted = inspect.signature(type(base).__init__).parameters
+    key = next((k for k in _UNTIE_KEYS if k in accepted), None)
+    if untie and key is not None:
         config[key] = False
     folded = type(base).from_config(config)
+    if untie and key is None:
+        _untie_in_place(folded.token_embedding)
     values = {v.path: v for v in base.weights}
     for variable in folded.weights:
         if variable is folded.token_embedding.embeddings:

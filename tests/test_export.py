@@ -15,6 +15,8 @@ import keras_adalink
 from tests.conftest import BACKBONES
 from tests.conftest import backbone_inputs
 from tests.conftest import randomize_adapter
+from tests.test_causal_lm import CAUSAL_LMS
+from tests.test_causal_lm import _inputs as lm_inputs
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() == "torch",
@@ -147,6 +149,21 @@ def test_user_model_with_mean_pooled_head_exports(tmp_path):
     np.testing.assert_allclose(
         _serve(tmp_path, tmp_path / "m", x),
         model.predict(x, verbose=0),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_folded_untied_gemma_exports(tmp_path):
+    lm = CAUSAL_LMS["gemma"]()
+    adapted = keras_adalink.adapt(lm, rank=2, dropout=0.0)
+    randomize_adapter(adapted, scale=0.3)
+    folded = keras_adalink.fold(adapted)
+    keras_adalink.export_saved_model(folded, tmp_path / "g")
+    x = lm_inputs()
+    np.testing.assert_allclose(
+        _serve(tmp_path, tmp_path / "g", x),
+        keras.ops.convert_to_numpy(adapted(x)),
         rtol=1e-5,
         atol=1e-5,
     )

@@ -93,10 +93,41 @@ def test_tied_lm_is_untied_when_config_allows():
     assert not np.allclose(to_numpy(naive(x)), to_numpy(adapted(x)), atol=1e-3)
 
 
-def test_hard_tied_lm_refused():
-    adapted = keras_adalink.adapt(CAUSAL_LMS["gemma"](), rank=2)
-    with pytest.raises(ValueError, match="GemmaBackbone ties.*unfolded"):
-        keras_adalink.fold(adapted)
+@pytest.mark.parametrize("lm_name", ["gemma", "gpt2"])
+def test_hard_tied_lm_is_untied_in_place(lm_name, tmp_path):
+    lm = CAUSAL_LMS[lm_name]()
+    adapted = keras_adalink.adapt(lm, rank=2, dropout=0.0)
+    randomize_adapter(adapted, scale=0.3)
+    folded = keras_adalink.fold(adapted)
+    assert type(folded) is type(lm)
+    embedding = folded.backbone.token_embedding
+    assert not embedding.tie_weights
+    np.testing.assert_array_equal(
+        to_numpy(embedding.reverse_embeddings),
+        to_numpy(lm.backbone.token_embedding.embeddings).T,
+    )
+    x = lm_inputs()
+    _close(to_numpy(folded(x)), to_numpy(adapted(x)))
+    prompt = {k: v[:, :4] for k, v in x.items()}
+    generated = [
+        to_numpy(m.generate(prompt, max_length=8, stop_token_ids=None))
+        for m in (folded, adapted)
+    ]
+    np.testing.assert_array_equal(
+        generated[0]["token_ids"], generated[1]["token_ids"]
+    )
+    with pytest.raises(ValueError, match="save_adapter"):
+        folded.save(str(tmp_path / "folded.keras"))
+    # A naive fold (the tied table replaced) would change the logits.
+    naive = type(lm)(
+        type(lm.backbone).from_config(lm.backbone.get_config()),
+        preprocessor=None,
+    )
+    naive.set_weights([np.array(w) for w in lm.get_weights()])
+    naive.backbone.token_embedding.embeddings.assign(
+        to_numpy(embedding.embeddings)
+    )
+    assert not np.allclose(to_numpy(naive(x)), to_numpy(adapted(x)), atol=1e-3)
 
 
 def test_task_router_folds_one_task():
