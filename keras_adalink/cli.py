@@ -6,12 +6,14 @@ sequence length) and `metrics.json`. Set KERAS_BACKEND to pick the backend.
 """
 
 import argparse
-import csv
 import json
 import os
 import sys
 
 import keras
+
+from keras_adalink.datasets import column
+from keras_adalink.datasets import read_rows
 
 EXAMPLES = """examples:
   keras-adalink demo
@@ -25,28 +27,6 @@ EXAMPLES = """examples:
 
 class CliError(Exception):
     """A user mistake: printed as one line, exit code 2."""
-
-
-def read_table(path):
-    """Rows (dicts) of a CSV, TSV or JSONL file."""
-    if not os.path.isfile(path):
-        raise CliError(f"no such data file: {path}")
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".jsonl"):
-            return [json.loads(line) for line in f if line.strip()]
-        return list(
-            csv.DictReader(f, delimiter="\t" if path.endswith(".tsv") else ",")
-        )
-
-
-def column(rows, name, path):
-    if not rows:
-        raise CliError(f"{path} has no rows")
-    if name not in rows[0]:
-        raise CliError(
-            f"column '{name}' not in {path}; available: {', '.join(rows[0])}"
-        )
-    return [row[name] for row in rows]
 
 
 def _build(run):
@@ -128,7 +108,7 @@ def cmd_train(args):
 
     import keras_adalink
 
-    rows = read_table(args.data)
+    rows = read_rows(args.data)
     column(rows, args.text_column, args.data)
     labels = column(rows, args.label_column, args.data)
     run = {
@@ -167,7 +147,7 @@ def cmd_train(args):
     )
     validation = None
     if args.val_data:
-        val_rows = read_table(args.val_data)
+        val_rows = read_rows(args.val_data)
         validation = (
             _features(run, preprocessor, val_rows, args.val_data),
             _targets(run, val_rows, args.val_data),
@@ -217,7 +197,7 @@ class StopAfter(keras.callbacks.Callback):
 
 def cmd_eval(args):
     run, model, preprocessor = _load_run(args.adapter)
-    rows = read_table(args.data)
+    rows = read_rows(args.data)
     result = _metrics(
         run,
         model,
@@ -235,7 +215,7 @@ def cmd_predict(args):
 
     run, model, preprocessor = _load_run(args.adapter)
     if args.data:
-        rows = read_table(args.data)
+        rows = read_rows(args.data)
     elif args.text:
         rows = [{run["text_column"]: t} for t in args.text]
     else:

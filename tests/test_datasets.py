@@ -26,3 +26,84 @@ def test_bad_split():
 def test_minilm_is_installed():
     path = datasets.minilm_path()
     assert open(f"{path}/config.json").read().count('"model_type": "bert"') == 1
+
+
+@pytest.mark.parametrize(
+    "corpus,total", [("movie_reviews", 10605), ("tweets", 4200)]
+)
+def test_vader_split_fixed_disjoint_complete(corpus, total):
+    splits = {s: datasets.vader(corpus, s) for s in datasets.RT_FRACTIONS}
+    sizes = [len(texts) for texts, _ in splits.values()]
+    assert sum(sizes) == total
+    assert sizes[0] == round(total * 0.8) and sizes[1] == round(total * 0.1)
+    ids = [set(map(str, t)) for t, _ in splits.values()]
+    assert not ids[1] & ids[2]
+    for _texts, scores in splits.values():
+        assert scores.dtype == np.float32
+        assert -4 <= scores.min() < 0 < scores.max() <= 4
+    again = datasets.vader(corpus, "test")
+    np.testing.assert_array_equal(again[0], splits["test"][0])
+    np.testing.assert_array_equal(again[1], splits["test"][1])
+
+
+def test_vader_missing_archive_says_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(datasets.sys, "prefix", str(tmp_path))
+    monkeypatch.setenv("KERAS_ADALINK_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="pip download"):
+        datasets.vader("tweets")
+
+
+def test_load_table_csv_tsv_jsonl(tmp_path):
+    rows = [("good film", "pos", "1.5"), ("bad, long film", "neg", "-2")]
+    (tmp_path / "d.csv").write_text(
+        "text,label,score\n" + "\n".join(f'"{a}",{b},{c}' for a, b, c in rows)
+    )
+    (tmp_path / "d.tsv").write_text(
+        "text\tlabel\tscore\n" + "\n".join("\t".join(r) for r in rows)
+    )
+    (tmp_path / "d.jsonl").write_text(
+        "\n".join(
+            f'{{"text": "{a}", "label": "{b}", "score": {c}}}'
+            for a, b, c in rows
+        )
+    )
+    for name in ("d.csv", "d.tsv", "d.jsonl"):
+        texts, labels = datasets.load_table(tmp_path / name, "text", "label")
+        assert texts.tolist() == ["good film", "bad, long film"]
+        assert labels.tolist() == ["pos", "neg"]
+        _, scores = datasets.load_table(
+            tmp_path / name, "text", "score", task="regression"
+        )
+        np.testing.assert_array_equal(scores, np.float32([1.5, -2]))
+    pairs, _ = datasets.load_table(
+        tmp_path / "d.csv", "text", "label", text_pair_column="label"
+    )
+    assert pairs[0] == "good film [SEP] pos"
+    with pytest.raises(ValueError, match="available: text, label, score"):
+        datasets.load_table(tmp_path / "d.csv", "review", "label")
+    with pytest.raises(ValueError, match="not numeric"):
+        datasets.load_table(tmp_path / "d.csv", "text", "label", "regression")
+
+
+def test_load_table_tfds_names(monkeypatch):
+    calls = []
+
+    class FakeTfds:
+        @staticmethod
+        def load(name, split):
+            calls.append((name, split))
+            return [{"text": np.array(b"fine"), "label": np.array(1)}]
+
+        @staticmethod
+        def as_numpy(data):
+            return data
+
+    monkeypatch.setitem(datasets.sys.modules, "tensorflow_datasets", FakeTfds)
+    texts, labels = datasets.load_table(
+        "tfds:imdb_reviews", "text", "label", split="test"
+    )
+    assert calls == [("imdb_reviews", "test")]
+    assert texts.tolist() == ["fine"] and labels.tolist() == ["1"]
+    monkeypatch.setitem(datasets.sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(ImportError, match="tensorflow-datasets"):
+        datasets.load_table("tfds:imdb_reviews", "text", "label")
