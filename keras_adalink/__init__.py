@@ -1,11 +1,14 @@
 """AdaLink: non-intrusive, input-centric adaptation of frozen transformers."""
 
+from keras_adalink import baselines
 from keras_adalink import datasets
+from keras_adalink import distribution
 from keras_adalink import heads
 from keras_adalink.adapt import adapt
 from keras_adalink.adapt import reattach
 from keras_adalink.adapter_file import load_adapter
 from keras_adalink.adapter_file import save_adapter
+from keras_adalink.distribution import get_layout_map
 from keras_adalink.export import export_saved_model
 from keras_adalink.fold import fold
 from keras_adalink.layers import AdaLink
@@ -23,9 +26,12 @@ __all__ = [
     "WarmupRsqrtDecay",
     "__version__",
     "adapt",
+    "baselines",
     "datasets",
+    "distribution",
     "export_saved_model",
     "fold",
+    "get_layout_map",
     "heads",
     "load_adapter",
     "reattach",

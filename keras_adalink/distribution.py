@@ -1,0 +1,194 @@
+"""Layouts for `keras.distribution.ModelParallel` of adapted models.
+
+`get_layout_map` starts from the backbone family's own KerasHub layout map
+where there is one (Gemma, Llama, Qwen families) and supplies one where
+KerasHub has none (BERT family, T5, ViT, PaliGemma), Megatron style:
+attention query/key/value and the first feed-forward projection are split
+along their output features (heads) over the model axis, the attention
+output and the second feed-forward projection along their input features,
+so each block needs one reduction per sub-layer. Embedding tables are split
+along the hidden dimension. Everything else (norms, biases of the
+row-split layers, the task head) is replicated.
+
+The AdaLink weights are replicated: they are `2 * d * r` numbers (3,072 for
+MiniLM at rank 4), so splitting them saves no memory worth having and adds
+a gather to every step (benchmarks/distribution.py measures both). All keys
+are matched with `re.fullmatch` (Keras' rule) and anchored on layer names,
+so no backbone pattern can match an adapter path, the trap of keras#19496;
+the tests check the layout of every variable.
+"""
+
+import keras
+from keras_hub.models import Backbone
+
+ADAPTER_KEY = "(.*/)?adalink_(down|up)"
+
+
+def _bert_family(model, data):
+    block = "transformer_layer_\\d+"
+    return {
+        # Bert/Electra: a plain lookup; RoBERTa, DistilBERT: inside the
+        # token-and-position embedding layer.
+        "([a-z_]*embeddings?/)?token_embedding/embeddings": (None, model),
+        f"{block}/self_attention_layer/(query|key|value)/kernel": (
+            None,
+            model,
+            None,
+        ),
+        f"{block}/self_attention_layer/(query|key|value)/bias": (model, None),
+        f"{block}/self_attention_layer/attention_output/kernel": (
+            model,
+            None,
+            None,
+        ),
+        f"{block}/feedforward_intermediate_dense/kernel": (None, model),
+        f"{block}/feedforward_intermediate_dense/bias": (model,),
+        f"{block}/feedforward_output_dense/kernel": (model, None),
+    }
+
+
+def _t5(model, data):
+    block = "transformer_(encoder|decoder)_layer_\\d+"
+    attention = f"{block}/(self|cross)_attention"
+    return {
+        "token_embedding/embeddings": (None, model),
+        f"{attention}/(query|key|value)_projector/kernel": (None, model),
+        f"{attention}/output_projector/kernel": (model, None),
+        f"{block}/(input|gate)_projector/kernel": (None, model),
+        f"{block}/output_projector/kernel": (model, None),
+    }
+
+
+def _vit(model, data):
+    block = "vit_encoder/transformer_block_\\d+"
+    return {
+        f"{block}/mha/(query|key|value)/kernel": (None, model, None),
+        f"{block}/mha/(query|key|value)/bias": (model, None),
+        f"{block}/mha/attention_output/kernel": (model, None, None),
+        f"{block}/mlp/dense_1/kernel": (None, model),
+        f"{block}/mlp/dense_1/bias": (model,),
+        f"{block}/mlp/dense_2/kernel": (model, None),
+    }
+
+
+def _pali_gemma(model, data):
+    # The text decoder is Gemma's (same layer names); the SigLIP tower
+    # is split like any encoder.
+    block = "image_encoder/encoder_block_\\d+"
+    keys = _keras_hub_map("GemmaBackbone", model, data)
+    keys.update(
+        {
+            f"{block}/multi_head_attention/(query|key|value)_proj/kernel": (
+                None,
+                model,
+            ),
+            f"{block}/multi_head_attention/out_proj/kernel": (model, None),
+            f"{block}/mlp_dense_1/kernel": (None, model),
+            f"{block}/mlp_dense_2/kernel": (model, None),
+        }
+    )
+    return keys
+
+
+def _keras_hub_map(class_name, model, data):
+    import keras_hub
+
+    # KerasHub's maps take only a mesh; read their keys off a 1-device one.
+    mesh = keras.distribution.DeviceMesh((1, 1), [data, model], ["cpu:0"])
+    base = getattr(keras_hub.models, class_name).get_layout_map(
+        mesh, model_parallel_dim_name=model, data_parallel_dim_name=data
+    )
+    return {key: tuple(base[key].axes) for key in base}
+
+
+_FAMILIES = {
+    "BertBackbone": _bert_family,
+    "RobertaBackbone": _bert_family,
+    "XLMRobertaBackbone": _bert_family,
+    "DistilBertBackbone": _bert_family,
+    "ElectraBackbone": _bert_family,
+    "T5Backbone": _t5,
+    "ViTBackbone": _vit,
+    "PaliGemmaBackbone": _pali_gemma,
+}
+
+
+def _backbone_class(model):
+    """The frozen backbone's class, from a class or any model holding one."""
+    if isinstance(model, type):
+        return model
+    pending = [model]
+    while pending:
+        layer = pending.pop(0)
+        inner = getattr(layer, "backbone", None)  # Tasks, AdaLinkBackbone.
+        if isinstance(inner, keras.Model):
+            pending.insert(0, inner)
+        elif isinstance(layer, Backbone):
+            return type(layer)
+        elif isinstance(layer, keras.Model):
+            pending.extend(layer.layers)
+    raise ValueError(
+        "`model` must be a KerasHub backbone class, or a model that holds a "
+        f"KerasHub backbone. Received: {type(model).__name__}"
+    )
+
+
+def _rules(cls, model_dim, data_dim):
+    for klass in cls.__mro__:
+        if klass.__name__ in _FAMILIES:
+            return _FAMILIES[klass.__name__](model_dim, data_dim)
+        if "get_layout_map" in vars(klass) and klass is not Backbone:
+            return _keras_hub_map(klass.__name__, model_dim, data_dim)
+    raise ValueError(
+        f"No model-parallel layout is known for {cls.__name__}. Use "
+        "`keras.distribution.DataParallel` (the adapter and the frozen "
+        "backbone are replicated), or write a LayoutMap for its blocks and "
+        f"add `layout_map[keras_adalink.distribution.ADAPTER_KEY] = ()`."
+    )
+
+
+def get_layout_map(
+    model,
+    device_mesh,
+    model_dim_name="model",
+    data_dim_name="batch",
+):
+    """A `keras.distribution.LayoutMap` for an adapted KerasHub model.
+
+    Build the model inside the `ModelParallel` scope made from this map, so
+    every weight is created where it belongs. `model` can be the backbone
+    class itself (nothing needs to exist yet), or any backbone or task,
+    adapted or not.
+
+    Args:
+        model: a KerasHub backbone class, backbone, task, or a model from
+            `keras_adalink.adapt()`.
+        device_mesh: `keras.distribution.DeviceMesh` with both axis names.
+        model_dim_name: str. Mesh axis that splits the weights.
+        data_dim_name: str. Mesh axis that splits the batch.
+
+    Example:
+    >>> mesh = keras.distribution.DeviceMesh(
+    ...     (2, 4), ["batch", "model"], keras.distribution.list_devices())
+    >>> layout_map = keras_adalink.get_layout_map(
+    ...     keras_hub.models.BertBackbone, mesh)
+    >>> distribution = keras.distribution.ModelParallel(
+    ...     layout_map=layout_map, batch_dim_name="batch")
+    >>> with distribution.scope():
+    ...     backbone = keras_hub.models.BertBackbone.from_preset(path)
+    ...     model = keras_adalink.adapt(backbone, rank=4)
+    """
+    for name in (model_dim_name, data_dim_name):
+        if name not in device_mesh.axis_names:
+            raise ValueError(
+                f"'{name}' is not an axis of the device mesh "
+                f"{device_mesh.axis_names}."
+            )
+    layout_map = keras.distribution.LayoutMap(device_mesh)
+    for key, axes in _rules(
+        _backbone_class(model), model_dim_name, data_dim_name
+    ).items():
+        layout_map[key] = axes
+    # Replicated whatever the weight's rank (AdaLink 2-D, routers 3-D).
+    layout_map[ADAPTER_KEY] = ()
+    return layout_map

@@ -1,0 +1,264 @@
+"""keras.distribution: layouts for every variable, and distributed fit."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import keras_hub
+import pytest
+
+import keras_adalink
+from tests.conftest import BACKBONES
+from tests.test_causal_lm import CAUSAL_LMS
+from tests.test_pali_gemma import _lm as pali_gemma
+from tests.test_seq2seq import _lm as t5
+from tests.test_vision import _vit
+
+M = "model"
+
+
+def _mesh():
+    devices = [f"cpu:{i}" for i in range(8)]
+    return keras.distribution.DeviceMesh((2, 4), ["batch", M], devices)
+
+
+def _blocks(template, count=2):
+    return {template.format(i=i) for i in range(count)}
+
+
+# Every variable that should be split, listed literally (block 0 and 1).
+BERT_SPLIT = {"token_embedding/embeddings"} | {
+    f"transformer_layer_{i}/{suffix}"
+    for i in range(2)
+    for suffix in (
+        "self_attention_layer/query/kernel",
+        "self_attention_layer/query/bias",
+        "self_attention_layer/key/kernel",
+        "self_attention_layer/key/bias",
+        "self_attention_layer/value/kernel",
+        "self_attention_layer/value/bias",
+        "self_attention_layer/attention_output/kernel",
+        "feedforward_intermediate_dense/kernel",
+        "feedforward_intermediate_dense/bias",
+        "feedforward_output_dense/kernel",
+    )
+}
+T5_SPLIT = (
+    {"token_embedding/embeddings"}
+    | {
+        f"transformer_{stack}_layer_{i}/{suffix}"
+        for stack in ("encoder", "decoder")
+        for i in range(2)
+        for suffix in (
+            "self_attention/query_projector/kernel",
+            "self_attention/key_projector/kernel",
+            "self_attention/value_projector/kernel",
+            "self_attention/output_projector/kernel",
+            "input_projector/kernel",
+            "gate_projector/kernel",
+            "output_projector/kernel",
+        )
+    }
+    | {
+        f"transformer_decoder_layer_{i}/cross_attention/{name}_projector/kernel"
+        for i in range(2)
+        for name in ("query", "key", "value", "output")
+    }
+)
+VIT_SPLIT = {
+    f"vit_encoder/transformer_block_{i}/{suffix}"
+    for i in (1, 2)  # KerasHub numbers ViT blocks from 1.
+    for suffix in (
+        "mha/query/kernel",
+        "mha/query/bias",
+        "mha/key/kernel",
+        "mha/key/bias",
+        "mha/value/kernel",
+        "mha/value/bias",
+        "mha/attention_output/kernel",
+        "mlp/dense_1/kernel",
+        "mlp/dense_1/bias",
+        "mlp/dense_2/kernel",
+    )
+}
+GEMMA_SPLIT = {"token_embedding/embeddings"} | {
+    f"decoder_block_{i}/{suffix}"
+    for i in range(2)
+    for suffix in (
+        "attention/query/kernel",
+        "attention/key/kernel",
+        "attention/value/kernel",
+        "attention/attention_output/kernel",
+        "ffw_gating/kernel",
+        "ffw_gating_2/kernel",
+        "ffw_linear/kernel",
+    )
+}
+PALI_GEMMA_SPLIT = GEMMA_SPLIT | {
+    f"image_encoder/encoder_block_0/{suffix}"
+    for suffix in (
+        "multi_head_attention/query_proj/kernel",
+        "multi_head_attention/key_proj/kernel",
+        "multi_head_attention/value_proj/kernel",
+        "multi_head_attention/out_proj/kernel",
+        "mlp_dense_1/kernel",
+        "mlp_dense_2/kernel",
+    )
+}
+LLAMA_SPLIT = {"token_embedding/embeddings"} | {
+    f"transformer_layer_{i}/{suffix}"
+    for i in range(2)
+    for suffix in (
+        "self_attention/query/kernel",
+        "self_attention/key/kernel",
+        "self_attention/value/kernel",
+        "self_attention/attention_output/kernel",
+        "feedforward_gate_dense/kernel",
+        "feedforward_intermediate_dense/kernel",
+        "feedforward_output_dense/kernel",
+    )
+}
+
+CASES = {
+    "bert_task_router": (
+        lambda: keras_adalink.adapt(BACKBONES["bert"](), rank=2, num_tasks=3),
+        BERT_SPLIT,
+    ),
+    "roberta": (
+        lambda: keras_adalink.adapt(BACKBONES["roberta"](), rank=2),
+        BERT_SPLIT - {"token_embedding/embeddings"}
+        | {"embeddings/token_embedding/embeddings"},
+    ),
+    "distil_bert": (
+        lambda: keras_adalink.adapt(BACKBONES["distil_bert"](), rank=2),
+        BERT_SPLIT - {"token_embedding/embeddings"}
+        | {"token_and_position_embedding/token_embedding/embeddings"},
+    ),
+    "t5_two_stacks": (
+        lambda: keras_adalink.adapt(
+            t5(), rank=2, modalities=["encoder", "decoder"]
+        ),
+        T5_SPLIT,
+    ),
+    "vit": (lambda: keras_adalink.adapt(_vit(), rank=2), VIT_SPLIT),
+    "pali_gemma": (
+        lambda: keras_adalink.adapt(
+            pali_gemma(), rank=2, modalities=["image", "text"]
+        ),
+        PALI_GEMMA_SPLIT,
+    ),
+    "gemma_keras_hub_map": (
+        lambda: keras_adalink.adapt(CAUSAL_LMS["gemma"](), rank=2),
+        GEMMA_SPLIT,
+    ),
+    "llama_keras_hub_map": (
+        lambda: keras_adalink.adapt(CAUSAL_LMS["llama"](), rank=2),
+        LLAMA_SPLIT,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_variable_gets_the_intended_layout(case):
+    build, expected_split = CASES[case]
+    model = build()
+    layout_map = keras_adalink.get_layout_map(model, _mesh())
+    split, adapter = set(), 0
+    for variable in model.weights:
+        layout = layout_map[variable.path]  # Raises on two matching keys.
+        axes = () if layout is None else tuple(layout.axes)
+        if "adalink" in variable.path:
+            adapter += 1
+            assert layout is not None and axes == (), variable.path
+        elif any(axis is not None for axis in axes):
+            split.add(variable.path)
+            assert len(axes) == len(variable.shape), variable.path
+            assert M in axes
+    assert adapter >= 2
+    assert split == expected_split
+
+
+def test_layout_map_from_the_class_before_building():
+    by_class = keras_adalink.get_layout_map(
+        keras_hub.models.BertBackbone, _mesh()
+    )
+    model = CASES["roberta"][0]()
+    by_model = keras_adalink.get_layout_map(model, _mesh())
+    assert set(by_class._layout_map) == set(by_model._layout_map)
+
+
+def test_unknown_family_and_bad_mesh_are_refused():
+    with pytest.raises(ValueError, match="DataParallel"):
+        keras_adalink.get_layout_map(BACKBONES["albert"](), _mesh())
+    mesh = keras.distribution.DeviceMesh(
+        (8,), ["data"], [f"cpu:{i}" for i in range(8)]
+    )
+    with pytest.raises(ValueError, match="'model' is not an axis"):
+        keras_adalink.get_layout_map(keras_hub.models.BertBackbone, mesh)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="keras.distribution runs on jax (see docs/distribution.md)",
+)
+def test_distributed_fit_matches_single_device():
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "KERAS_BACKEND": "jax",
+    }
+    script = os.path.join(os.path.dirname(__file__), "distributed_checks.py")
+    result = subprocess.run(
+        [sys.executable, script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout)
+    assert results["devices"] == 8
+    for kind in ("encoder", "causal_lm"):
+        single = results[kind]["single_device"]
+        assert single[-1] < single[0]  # It trains.
+        for name in ("data_parallel", "model_parallel"):
+            run = results[kind][name]
+            assert run["loss"] == pytest.approx(single, rel=1e-4), name
+            assert run["backbone_unchanged"], (kind, name)
+            assert run["reload_max_diff"] < 1e-5, (kind, name)
+            expected = "P()" if name == "model_parallel" else "P(None, "
+            assert all(s.startswith(expected) for s in run["adapter_specs"])
+        assert results[kind]["model_parallel"]["sharded_weights"] > 10
+        assert results[kind]["data_parallel"]["sharded_weights"] == 0
+    assert results["encoder"]["model_parallel"]["exported"]
+    assert results["encoder"]["data_parallel"]["exported"]
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="keras.distribution runs on jax (see docs/distribution.md)",
+)
+def test_distributed_example_runs_on_simulated_devices(tmp_path):
+    root = os.path.dirname(os.path.dirname(__file__))
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(root, "examples", "distributed_train.py"),
+            "--simulate-devices=8",
+            "--mesh=2,4",
+            "--train-examples=64",
+            "--test-examples=32",
+            f"--out={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ModelParallel on a (2, 4)" in result.stdout
+    assert "weights split across devices" in result.stdout
+    assert (tmp_path / "adapter.safetensors").exists()
