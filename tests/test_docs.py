@@ -1,0 +1,49 @@
+"""Every public symbol is documented with an example and in the API page."""
+
+import inspect
+import os
+
+import pytest
+
+import keras_adalink
+from keras_adalink import baselines
+from keras_adalink import datasets
+from keras_adalink import heads
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PUBLIC = {
+    **{
+        f"keras_adalink.{name}": getattr(keras_adalink, name)
+        for name in keras_adalink.__all__
+        if not name.startswith("_")
+        and not inspect.ismodule(getattr(keras_adalink, name))
+    },
+    **{
+        f"keras_adalink.baselines.{name}": getattr(baselines, name)
+        for name in ("lora", "prompt_tuning", "SoftPrompt")
+    },
+    **{
+        f"keras_adalink.datasets.{name}": getattr(datasets, name)
+        for name in (
+            "minilm_path",
+            "rotten_tomatoes",
+            "vader",
+            "load_table",
+            "featurize",
+        )
+    },
+    "keras_adalink.heads.mean_pooled_classifier": heads.mean_pooled_classifier,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_public_symbol_has_docstring_with_example(name):
+    doc = inspect.getdoc(PUBLIC[name]) or ""
+    assert "Example" in doc and ">>>" in doc, name
+
+
+def test_api_page_lists_every_public_symbol():
+    with open(os.path.join(ROOT, "docs", "api.md")) as f:
+        page = f.read()
+    missing = [name for name in PUBLIC if f"::: {name}\n" not in page]
+    assert not missing
