@@ -104,6 +104,7 @@ def _single(runs, lines, out, results):
         )
     lines.append("")
     _bar_plot(table, os.path.join(results, "evidence_single.png"))
+    lines += ["![Single-task test scores](evidence_single.png)", ""]
 
 
 def _multi(runs, lines, out):
@@ -206,6 +207,7 @@ def _ablation(runs, lines, out, results):
         fig.tight_layout()
         fig.savefig(os.path.join(results, "evidence_rank.png"), dpi=120)
         plt.close(fig)
+        lines += ["![Rank ablation](evidence_rank.png)", ""]
 
 
 def _cost(results, lines, out):
@@ -256,6 +258,7 @@ def _cost(results, lines, out):
     fig.tight_layout()
     fig.savefig(os.path.join(results, "evidence_cost.png"), dpi=120)
     plt.close(fig)
+    lines += ["![Training cost](evidence_cost.png)", ""]
 
 
 def _bar_plot(table, path):

@@ -11,6 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def on_files(files, config):
     pattern = os.path.join(ROOT, "benchmarks", "results", "*.png")
     for path in sorted(glob.glob(pattern)):
-        name = f"results/{os.path.basename(path)}"
+        # At the docs root: the included result pages link them by bare
+        # name, which also works next to the .md file on GitHub.
+        name = os.path.basename(path)
         files.append(File.generated(config, name, abs_src_path=path))
     return files
