@@ -2,7 +2,9 @@
 
 A run directory (`--out` of `train`) holds `adapter.safetensors` (what
 `save_adapter` writes), `run.json` (backbone, columns, task, labels, rank,
-sequence length) and `metrics.json`. Set KERAS_BACKEND to pick the backend.
+sequence length), `metrics.json` (loss and accuracy or Pearson r per epoch,
+train and validation, and final), TensorBoard logs in `logs/` and
+`learning_curve.png`. Set KERAS_BACKEND to pick the backend.
 """
 
 import argparse
@@ -130,7 +132,8 @@ def cmd_train(args):
     y = _targets(run, rows, args.data)
     per_epoch = -(-len(y) // args.batch_size)
     steps = args.epochs * per_epoch
-    callbacks = []
+    os.makedirs(args.out, exist_ok=True)
+    callbacks = [keras.callbacks.TensorBoard(os.path.join(args.out, "logs"))]
     if args.max_steps and args.max_steps < steps:
         steps = args.max_steps
         callbacks.append(StopAfter(steps))
@@ -144,6 +147,11 @@ def cmd_train(args):
         loss="mse"
         if args.task == "regression"
         else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[
+            keras.metrics.PearsonCorrelation(name="pearson")
+            if args.task == "regression"
+            else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        ],
     )
     validation = None
     if args.val_data:
@@ -161,7 +169,6 @@ def cmd_train(args):
         callbacks=callbacks,
         verbose=2,
     )
-    os.makedirs(args.out, exist_ok=True)
     keras_adalink.save_adapter(
         model, os.path.join(args.out, "adapter.safetensors")
     )
@@ -178,7 +185,32 @@ def cmd_train(args):
         json.dump(run, f, indent=2)
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
+    _learning_curve(metrics["history"], args.out)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}))
+
+
+def _learning_curve(history, folder):
+    """`learning_curve.png`: loss and metric per epoch, train and validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [k for k in history if not k.startswith("val_")]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.2))
+    for ax, name in zip(list(getattr(axes, "flat", [axes])), names):
+        epochs = range(1, len(history[name]) + 1)
+        ax.plot(epochs, history[name], marker="o", label="train")
+        if f"val_{name}" in history:
+            ax.plot(
+                epochs, history[f"val_{name}"], marker="o", label="validation"
+            )
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "learning_curve.png"), dpi=100)
+    plt.close(fig)
 
 
 class StopAfter(keras.callbacks.Callback):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from keras_adalink import datasets
@@ -74,10 +75,15 @@ def test_train_eval_predict_export(tmp_path):
     )
     assert sorted(os.listdir(out)) == [
         "adapter.safetensors",
+        "learning_curve.png",
+        "logs",
         "metrics.json",
         "run.json",
     ]
+    assert os.listdir(out / "logs" / "train")  # TensorBoard event files
     metrics = json.loads((out / "metrics.json").read_text())
+    history = metrics["history"]
+    assert len(history["accuracy"]) == len(history["val_accuracy"]) == 2
     # 64 examples at batch 32 are 2 steps an epoch: 3 steps end mid-epoch 2.
     assert metrics["train_steps"] == 3
     assert 0 <= metrics["validation"]["accuracy"] <= 1
@@ -166,3 +172,36 @@ def test_missing_data_file(tmp_path):
     )
     assert result.returncode == 2
     assert "run.json" in result.stderr or "no such data file" in result.stderr
+
+
+@pytest.mark.slow
+def test_train_regression_reports_pearson(tmp_path):
+    data = tmp_path / "d.jsonl"
+    rng = np.random.default_rng(0)
+    lines = [
+        json.dumps({"text": f"review number {i}", "score": float(s)})
+        for i, s in enumerate(rng.normal(size=40))
+    ]
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    _run(
+        "train",
+        "--data",
+        str(data),
+        "--text-column",
+        "text",
+        "--label-column",
+        "score",
+        "--task",
+        "regression",
+        "--max-steps",
+        "2",
+        "--sequence-length",
+        "16",
+        "--out",
+        str(out),
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]["pearson"]) == 1
+    assert -1 <= metrics["train"]["pearson"] <= 1
+    assert (out / "learning_curve.png").stat().st_size > 1000
