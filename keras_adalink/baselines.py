@@ -18,6 +18,7 @@ import keras
 from keras_hub.models import Backbone
 
 from keras_adalink.models.ada_link_backbone import _rerun_graph
+from keras_adalink.models.ada_link_backbone import deserialize_layers
 
 _LORA_TARGETS = {
     "query_value": ("query", "value", "query_dense", "value_dense"),
@@ -222,11 +223,9 @@ class PromptTuningBackbone(Backbone):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("backbone", "prompt"):
-            if isinstance(config[key], dict):
-                config[key] = keras.layers.deserialize(config[key])
-        return super().from_config(config)
+        return super().from_config(
+            deserialize_layers(config, ("backbone", "prompt"))
+        )
 
 
 def prompt_tuning(backbone, num_tokens=20, bottleneck=128):

@@ -88,6 +88,26 @@ def _rotten_tomatoes_rows():
     return np.array(texts, dtype=object), np.array(labels, dtype="int32")
 
 
+def _check_split(split):
+    if split not in RT_FRACTIONS:
+        raise ValueError(
+            f"`split` must be one of {list(RT_FRACTIONS)}. "
+            f"Received: split={split!r}"
+        )
+
+
+def _part(index, split):
+    """The 80/10/10 (rounded) train/validation/test slice of `index`."""
+    n_train = int(round(len(index) * RT_FRACTIONS["train"]))
+    n_val = int(round(len(index) * RT_FRACTIONS["validation"]))
+    start, stop = {
+        "train": (0, n_train),
+        "validation": (n_train, n_train + n_val),
+        "test": (n_train + n_val, len(index)),
+    }[split]
+    return index[start:stop]
+
+
 def rotten_tomatoes(split="train"):
     """Rotten Tomatoes review snippets: `(texts, labels)`, 1 = fresh.
 
@@ -105,24 +125,13 @@ def rotten_tomatoes(split="train"):
     >>> len(texts), labels[:3]
     (1276, array([0, 1, 0], dtype=int32))
     """
-    if split not in RT_FRACTIONS:
-        raise ValueError(
-            f"`split` must be one of {list(RT_FRACTIONS)}. "
-            f"Received: split={split!r}"
-        )
+    _check_split(split)
     texts, labels = _rotten_tomatoes_rows()
     rng = np.random.default_rng(RT_SEED)
-    chosen = []
-    for label in sorted(_RT_LABELS.values()):
-        index = rng.permutation(np.flatnonzero(labels == label))
-        n_train = int(round(len(index) * RT_FRACTIONS["train"]))
-        n_val = int(round(len(index) * RT_FRACTIONS["validation"]))
-        bounds = {
-            "train": (0, n_train),
-            "validation": (n_train, n_train + n_val),
-            "test": (n_train + n_val, len(index)),
-        }[split]
-        chosen.append(index[bounds[0] : bounds[1]])
+    chosen = [
+        _part(rng.permutation(np.flatnonzero(labels == label)), split)
+        for label in sorted(_RT_LABELS.values())
+    ]
     index = rng.permutation(np.concatenate(chosen))
     return texts[index], labels[index]
 
@@ -191,21 +200,10 @@ def vader(corpus="movie_reviews", split="train"):
             f"`corpus` must be one of {list(_VADER_CORPORA)}. "
             f"Received: corpus={corpus!r}"
         )
-    if split not in RT_FRACTIONS:
-        raise ValueError(
-            f"`split` must be one of {list(RT_FRACTIONS)}. "
-            f"Received: split={split!r}"
-        )
+    _check_split(split)
     texts, scores = _vader_rows(corpus)
-    index = np.random.default_rng(VADER_SEED).permutation(len(texts))
-    n_train = int(round(len(index) * RT_FRACTIONS["train"]))
-    n_val = int(round(len(index) * RT_FRACTIONS["validation"]))
-    bounds = {
-        "train": (0, n_train),
-        "validation": (n_train, n_train + n_val),
-        "test": (n_train + n_val, len(index)),
-    }[split]
-    index = index[bounds[0] : bounds[1]]
+    rng = np.random.default_rng(VADER_SEED)
+    index = _part(rng.permutation(len(texts)), split)
     return texts[index], scores[index]
 
 

@@ -27,6 +27,15 @@ def _rerun_graph(model, inputs, call_function):
     )
 
 
+def deserialize_layers(config, keys):
+    """`config` with the layers serialized under `keys` rebuilt."""
+    config = dict(config)
+    for key in keys:
+        if isinstance(config[key], dict):
+            config[key] = keras.layers.deserialize(config[key])
+    return config
+
+
 @keras.saving.register_keras_serializable(package="keras_adalink")
 class AdaLinkBackbone(Backbone):
     """A frozen KerasHub backbone with an AdaLink layer spliced in.
@@ -201,8 +210,6 @@ class AdaLinkBackbone(Backbone):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("backbone", "adapter"):
-            if isinstance(config[key], dict):
-                config[key] = keras.layers.deserialize(config[key])
-        return super().from_config(config)
+        return super().from_config(
+            deserialize_layers(config, ("backbone", "adapter"))
+        )
