@@ -13,9 +13,9 @@ seeds. Stages (each appends one JSON line per run to
 
     KERAS_BACKEND=jax .venv/bin/python benchmarks/evidence.py --stage tune
     ... --stage single     # table 1: methods x tasks x seeds
-    ... --stage multi      # table 2: TaskRouter vs multi-task full FT (2 seeds)
+    ... --stage multi      # table 2: TaskRouter vs multi-task full FT
     ... --stage ablation   # table 3: rank, insertion, activation, pooling
-                           #   (Rotten Tomatoes, 2 seeds)
+                           #   (Rotten Tomatoes; --extra-seeds for both)
     ... --stage cost       # table 4: step time and XLA memory vs lower bound
     ... --stage report     # results/evidence.{json,md} and plots
 """
@@ -272,11 +272,8 @@ def stage_single(backbones, data, args):
                 record(key, row)
 
 
-ABLATION_SEEDS = (0, 1)
-
-
 def stage_ablation(backbones, data, args):
-    """Rotten Tomatoes only, two seeds; ranks 4 and 16 come from table 1."""
+    """Rotten Tomatoes only; ranks 4 and 16 come from table 1."""
     done = done_keys()
     lr = tuned_lr("AdaLink r4")
     variants = [(f"rank {r}", {"options": {"rank": r}}) for r in (1, 64, 256)]
@@ -285,7 +282,7 @@ def stage_ablation(backbones, data, args):
         ("gelu activation", {"options": {"rank": 4, "activation": "gelu"}}),
         ("CLS pooler head", {"options": {"rank": 4}, "pooling": "cls"}),
     ]
-    for seed in ABLATION_SEEDS:
+    for seed in args.extra_seeds:
         for name, extra in variants:
             key = f"ablation|{name}|rotten_tomatoes|{lr}|{seed}"
             if key in done:
@@ -335,7 +332,7 @@ def stage_multi(backbones, data, args):
         "TaskRouter AdaLink r4": tuned_lr("AdaLink r4"),
         "multi-task full fine-tuning": tuned_lr("full fine-tuning"),
     }
-    for seed in ABLATION_SEEDS:
+    for seed in args.extra_seeds:
         for method, lr in lrs.items():
             key = f"multi|{method}|all|{lr}|{seed}"
             if key in done:
@@ -388,7 +385,13 @@ def main():
     )
     parser.add_argument("--train-examples", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--extra-seeds",
+        default="0,1",
+        help="seeds for the multi-task and ablation stages",
+    )
     args = parser.parse_args()
+    args.extra_seeds = [int(s) for s in args.extra_seeds.split(",")]
     os.makedirs(RESULTS, exist_ok=True)
     if args.stage == "report":
         from evidence_report import report
