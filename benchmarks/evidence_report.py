@@ -25,7 +25,11 @@ def _stats(values):
 
 
 def _fmt(s):
-    return f"{s['mean']:.1f} ± {s['std']:.1f}" if s else "-"
+    if not s:
+        return "-"
+    if s["n"] == 1:
+        return f"{s['mean']:.1f} (1 seed)"
+    return f"{s['mean']:.1f} ± {s['std']:.1f}"
 
 
 def _params(n):
