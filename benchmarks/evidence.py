@@ -121,13 +121,9 @@ def count(weights):
     return int(sum(np.prod(w.shape) for w in weights))
 
 
-def compile_model(model, task, lr, steps):
+def compile_model(model, loss, lr, steps):
+    """Adam with the shared warmup + rsqrt-decay schedule (10% warmup)."""
     schedule = keras_adalink.WarmupRsqrtDecay(lr, max(1, steps // 10))
-    loss = (
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if task == "classification"
-        else keras.losses.MeanSquaredError()
-    )
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
 
 
@@ -174,7 +170,12 @@ def train_one(
     model = build(model_encoder, num_outputs)
     (x, y), val, test = parts["train"], parts["validation"], parts["test"]
     steps = args.epochs * -(-len(y) // BATCH)
-    compile_model(model, task, lr, steps)
+    loss = (
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if task == "classification"
+        else keras.losses.MeanSquaredError()
+    )
+    compile_model(model, loss, lr, steps)
     start = time.perf_counter()
     history = model.fit(x, y, batch_size=BATCH, epochs=args.epochs, verbose=0)
     seconds = time.perf_counter() - start
@@ -348,10 +349,7 @@ def stage_multi(backbones, data, args):
             if method.startswith("TaskRouter"):
                 inputs["task_id"] = task_ids
             steps = args.epochs * -(-len(y) // BATCH)
-            schedule = keras_adalink.WarmupRsqrtDecay(lr, max(1, steps // 10))
-            model.compile(
-                optimizer=keras.optimizers.Adam(schedule), loss=multitask_loss
-            )
+            compile_model(model, multitask_loss, lr, steps)
             start = time.perf_counter()
             model.fit(
                 inputs, y, batch_size=BATCH, epochs=args.epochs, verbose=0
