@@ -36,13 +36,21 @@ def _max_sequence_length(model):
     return None
 
 
-def export_saved_model(model, path, verbose=False):
+def export_saved_model(model, path, preprocessor=None, verbose=False):
     """Writes `model` as a TF-Serving SavedModel with dynamic batch/length.
 
     The signature is `serving_default` (method `tensorflow/serving/predict`)
     with the model's named inputs (`token_ids`, `padding_mask`, ...,
     `task_id` for multi-task models) and dynamic batch and sequence
     dimensions. The SavedModel needs only TensorFlow to run.
+
+    With `preprocessor` (a KerasHub preprocessor, e.g.
+    `BertTextClassifierPreprocessor`), `serving_default` takes raw strings
+    instead: a `text` input (`[batch]` strings) plus any model input the
+    preprocessor does not produce (`task_id`); the token-id signature stays
+    as `serving_tokens`. KerasHub tokenizers are tensorflow-text ops, so the
+    process that loads this SavedModel must have them registered
+    (`import tensorflow_text` in Python; a model server built with them).
 
     On jax the model is converted with jax2tf using symbolic batch and
     sequence sizes, constrained to `s <= max_sequence_length` where the
@@ -53,6 +61,7 @@ def export_saved_model(model, path, verbose=False):
     Args:
         model: any Keras model, typically one from `adapt()` or `fold()`.
         path: str. Output directory.
+        preprocessor: optional KerasHub preprocessor to serve raw strings.
         verbose: bool. Whether Keras prints the export summary.
 
     Example:
@@ -86,10 +95,55 @@ def export_saved_model(model, path, verbose=False):
             "polymorphic_constraints": constraints,
             "with_gradient": False,
         }
-    model.export(
-        str(path),
-        format="tf_saved_model",
-        input_signature=[specs],
-        verbose=verbose,
-        **kwargs,
+    if preprocessor is None:
+        model.export(
+            str(path),
+            format="tf_saved_model",
+            input_signature=[specs],
+            verbose=verbose,
+            **kwargs,
+        )
+        return
+    archive = keras.export.ExportArchive()
+    model_fn = archive.track_and_add_endpoint(
+        "serving_tokens", model, [specs], **kwargs
     )
+    serve_text = _text_endpoint(model_fn, preprocessor, specs)
+    archive.track(preprocessor)  # built by the call in _text_endpoint
+    archive.add_endpoint("serving_default", serve_text)
+    archive.write_out(str(path), verbose=verbose)
+
+
+def _text_endpoint(model_fn, preprocessor, specs):
+    """`{"text": strings, ...} -> preprocessor -> model_fn`, as a tf.function."""
+    import tensorflow as tf
+
+    if not isinstance(specs, dict):
+        raise ValueError(
+            "Raw-string export needs a model with named (dict) inputs, like "
+            "KerasHub backbones and tasks."
+        )
+    produced = preprocessor(tf.constant(["a"]))
+    if isinstance(produced, tuple):
+        produced = produced[0]
+    if not isinstance(produced, dict):
+        raise ValueError(
+            "`preprocessor` must map strings to a dict of features; "
+            f"{type(preprocessor).__name__} returned {type(produced)}."
+        )
+    passed = {k: s for k, s in specs.items() if k not in produced}
+    text = tf.TensorSpec((None,), tf.string, name="text")
+
+    @tf.function(input_signature=[{"text": text, **passed}])
+    def serve_text(request):
+        features = preprocessor(request["text"])
+        if isinstance(features, tuple):
+            features = features[0]
+        return model_fn(
+            {
+                k: tf.cast(features[k], s.dtype) if k in features else request[k]
+                for k, s in specs.items()
+            }
+        )
+
+    return serve_text

@@ -167,3 +167,78 @@ def test_folded_untied_gemma_exports(tmp_path):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+_SERVE_TEXT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    path, out = sys.argv[1:3]
+    try:
+        tf.saved_model.load(path).signatures["serving_default"](
+            text=tf.constant(["x"]), task_id=tf.constant([0])
+        )
+        registered = True
+    except Exception as error:  # KerasHub tokenizers are tf-text ops.
+        registered = "not registered" not in str(error)
+    import tensorflow_text  # noqa: F401  (registers the ops)
+
+    loaded = tf.saved_model.load(path)
+    result = loaded.signatures["serving_default"](
+        text=tf.constant(["the film is a witty mess", "a film"]),
+        task_id=tf.constant([1, 0]),
+    )
+    np.savez(out, registered=registered, **{k: v.numpy() for k, v in result.items()})
+    assert "keras_adalink" not in sys.modules
+    """
+)
+
+
+def test_raw_string_export_serves_text(tmp_path):
+    from keras_adalink.datasets import featurize
+
+    words = ["the", "film", "is", "a", "witty", "mess"]
+    tokenizer = keras_hub.models.BertTokenizer(
+        vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    )
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer, sequence_length=8
+    )
+    model = _multi_task_classifier()
+    keras_adalink.export_saved_model(
+        model, tmp_path / "t", preprocessor=preprocessor
+    )
+    x = featurize(preprocessor, ["the film is a witty mess", "a film"])
+    x = {k: v.astype("int32") for k, v in x.items()}
+    x["task_id"] = np.array([1, 0], "int32")
+    script = tmp_path / "serve_text.py"
+    script.write_text(_SERVE_TEXT)
+    out = tmp_path / "out.npz"
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "t"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = np.load(out)
+    # Without tensorflow-text's ops the strings signature cannot run.
+    assert not served["registered"]
+    np.testing.assert_allclose(
+        served["output_0"], model.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
+    # The token-id signature stays for clients that tokenize themselves.
+    import tensorflow as tf
+
+    signatures = tf.saved_model.load(str(tmp_path / "t")).signatures
+    assert set(signatures) == {"serving_default", "serving_tokens"}
+    served = signatures["serving_tokens"](
+        **{k: tf.constant(v) for k, v in x.items()}
+    )
+    np.testing.assert_allclose(
+        served["output_0"].numpy(),
+        model.predict(x, verbose=0),
+        rtol=1e-5,
+        atol=1e-5,
+    )
