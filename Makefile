@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml Makefile
 	# on demand by keras_adalink.datasets.vader().
 	$(PY) -m pip download -q --no-deps --no-binary :all: vadersentiment==3.3.2 \
 		-d $(VENV)/share/keras_adalink
+	# Fashion-MNIST (multimodal benchmark only) is a Debian package; best
+	# effort, since it needs root: the library and tests run without it.
+	@test -d /usr/share/datasets/fashion-mnist || \
+		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		echo "note: apt-get install dataset-fashion-mnist failed; only benchmarks/multimodal.py needs it"
 	touch $(STAMP)
 
 setup: $(STAMP)

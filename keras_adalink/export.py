@@ -115,7 +115,7 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
 
 
 def _text_endpoint(model_fn, preprocessor, specs):
-    """`{"text": strings, ...} -> preprocessor -> model_fn`, as a tf.function."""
+    """tf.function: `{"text": strings, ...}` -> preprocessor -> model."""
     import tensorflow as tf
 
     if not isinstance(specs, dict):
@@ -141,7 +141,9 @@ def _text_endpoint(model_fn, preprocessor, specs):
             features = features[0]
         return model_fn(
             {
-                k: tf.cast(features[k], s.dtype) if k in features else request[k]
+                k: tf.cast(features[k], s.dtype)
+                if k in features
+                else request[k]
                 for k, s in specs.items()
             }
         )

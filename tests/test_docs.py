@@ -9,6 +9,7 @@ import keras_adalink
 from keras_adalink import baselines
 from keras_adalink import datasets
 from keras_adalink import heads
+from keras_adalink import image_datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLIC = {
@@ -31,6 +32,10 @@ PUBLIC = {
             "load_table",
             "featurize",
         )
+    },
+    **{
+        f"keras_adalink.image_datasets.{name}": getattr(image_datasets, name)
+        for name in ("easy_vqa", "fashion_mnist")
     },
     "keras_adalink.heads.mean_pooled_classifier": heads.mean_pooled_classifier,
 }

@@ -189,7 +189,8 @@ _SERVE_TEXT = textwrap.dedent(
         text=tf.constant(["the film is a witty mess", "a film"]),
         task_id=tf.constant([1, 0]),
     )
-    np.savez(out, registered=registered, **{k: v.numpy() for k, v in result.items()})
+    arrays = {k: v.numpy() for k, v in result.items()}
+    np.savez(out, registered=registered, **arrays)
     assert "keras_adalink" not in sys.modules
     """
 )
