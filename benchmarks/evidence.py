@@ -16,6 +16,7 @@ seeds. Stages (each appends one JSON line per run to
     ... --stage multi      # table 2: TaskRouter vs multi-task full FT
     ... --stage ablation   # table 3: rank, insertion, activation, pooling
                            #   (Rotten Tomatoes; --extra-seeds for both)
+    ... --stage gap        # what might close AdaLink's gap, all tasks
     ... --stage cost       # table 4: step time and XLA memory vs lower bound
     ... --stage report     # results/evidence.{json,md} and plots
 """
@@ -162,6 +163,7 @@ def train_one(
     kind = extra.pop("kind", kind)
     options = {**options, **extra.pop("options", {})}
     pooling = extra.pop("pooling", "mean")
+    epochs = extra.pop("epochs", args.epochs)
     task, parts = data.splits[task_name]
     keras.utils.set_random_seed(seed)
     model_encoder = encoder(backbones, kind, options)
@@ -169,7 +171,7 @@ def train_one(
     build = mean_pooled_classifier if pooling == "mean" else cls_pooled
     model = build(model_encoder, num_outputs)
     (x, y), val, test = parts["train"], parts["validation"], parts["test"]
-    steps = args.epochs * -(-len(y) // BATCH)
+    steps = epochs * -(-len(y) // BATCH)
     loss = (
         keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         if task == "classification"
@@ -177,7 +179,7 @@ def train_one(
     )
     compile_model(model, loss, lr, steps)
     start = time.perf_counter()
-    history = model.fit(x, y, batch_size=BATCH, epochs=args.epochs, verbose=0)
+    history = model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0)
     seconds = time.perf_counter() - start
     head = count(model.get_layer("head").trainable_weights)
     return dict(
@@ -189,7 +191,7 @@ def train_one(
         learning_rate=lr,
         seed=seed,
         train_examples=len(y),
-        epochs=args.epochs,
+        epochs=epochs,
         trainable=count(model.trainable_weights),
         trainable_without_head=count(model.trainable_weights) - head,
         final_train_loss=float(history.history["loss"][-1]),
@@ -303,6 +305,39 @@ def stage_ablation(backbones, data, args):
             record(key, row)
 
 
+# What might close AdaLink r4's gap to full fine-tuning, on all three tasks
+# (table 1 is the reference: same seeds, lr, data).
+GAP_VARIANTS = [
+    ("block input", {"options": {"rank": 4, "insertion": "block_input"}}),
+    ("no dropout", {"options": {"rank": 4, "dropout": 0.0}}),
+    ("10 epochs", {"options": {"rank": 4}, "epochs": 10}),
+]
+
+
+def stage_gap(backbones, data, args):
+    done = done_keys()
+    lr = tuned_lr("AdaLink r4")
+    for seed in args.extra_seeds:
+        for name, extra in GAP_VARIANTS:
+            for task_name in TASKS:
+                key = f"gap|{name}|{task_name}|{lr}|{seed}"
+                if key in done:
+                    continue
+                row = train_one(
+                    backbones,
+                    data,
+                    args,
+                    f"AdaLink r4 ({name})",
+                    task_name,
+                    lr,
+                    seed,
+                    kind="adalink",
+                    variant=name,
+                    **{**extra, "options": dict(extra["options"])},
+                )
+                record(key, row)
+
+
 def multitask_loss(y_true, y_pred):
     """Column 0 of `y_true` is the task (0 = RT, 1/2 = VADER), 1 the target.
 
@@ -379,7 +414,15 @@ def main():
     parser.add_argument(
         "--stage",
         required=True,
-        choices=["tune", "single", "multi", "ablation", "cost", "report"],
+        choices=[
+            "tune",
+            "single",
+            "multi",
+            "ablation",
+            "gap",
+            "cost",
+            "report",
+        ],
     )
     parser.add_argument("--train-examples", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=3)
@@ -416,6 +459,7 @@ def main():
         "single": stage_single,
         "multi": stage_multi,
         "ablation": stage_ablation,
+        "gap": stage_gap,
     }[args.stage](backbones, data, args)
 
 

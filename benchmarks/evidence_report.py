@@ -214,6 +214,48 @@ def _ablation(runs, lines, out, results):
         lines += ["![Rank ablation](evidence_rank.png)", ""]
 
 
+def _gap(runs, lines, out):
+    rows = [r for r in runs if r["key"].startswith("gap|")]
+    if not rows:
+        return
+    seeds = sorted({r["seed"] for r in rows})
+    for r in runs:  # The references, from table 1 with the same seeds.
+        if (
+            r["key"].startswith("single|")
+            and r["method"] in ("AdaLink r4", "full fine-tuning")
+            and r["seed"] in seeds
+        ):
+            rows.append({**r, "variant": f"{r['method']} (table 1)"})
+    by = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        by[r["variant"]][r["seed"]][r["task"]] = r["test"]
+    table = {}
+    for variant, per_seed in by.items():
+        done = [s for s in per_seed.values() if len(s) == len(TASK_NAMES)]
+        stats = {
+            t: _stats([s[t] for s in per_seed.values() if t in s])
+            for t in TASK_NAMES
+        }
+        if done:
+            stats["average"] = _stats([np.mean(list(s.values())) for s in done])
+        table[variant] = stats
+    out["gap"] = table
+    lines += [
+        "## 3b. Closing the gap to full fine-tuning (test, x100)",
+        "",
+        f"`{COMMAND} gap`: AdaLink r4 at its tuned rate with one change each, "
+        "on every task; the two reference rows are table 1's runs with the "
+        "same seeds.",
+        "",
+        "| variant | " + " | ".join(TASK_NAMES.values()) + " | average |",
+        "|---|" + "---|" * (len(TASK_NAMES) + 1),
+    ]
+    for variant, stats in sorted(table.items(), key=lambda kv: "(" in kv[0]):
+        cells = [_fmt(stats.get(t)) for t in (*TASK_NAMES, "average")]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+
 def _cost(results, lines, out):
     path = os.path.join(results, "evidence_cost.json")
     if not os.path.exists(path):
@@ -347,6 +389,7 @@ def report(runs_path, results):
     _single(runs, lines, out, results)
     _multi(runs, lines, out)
     _ablation(runs, lines, out, results)
+    _gap(runs, lines, out)
     _cost(results, lines, out)
     _peer(runs, results, lines, out)
     with open(os.path.join(results, "evidence.json"), "w") as f:
