@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from keras_adalink.models import AdaLinkBackbone
+from keras_adalink.models.walk import first_nested
 from keras_adalink.version import __version__
 
 FORMAT = "keras_adalink.adapter"
@@ -29,20 +30,13 @@ _TRAINING_ONLY = ("dropout",)
 
 def find_adalink_backbone(model):
     """The `AdaLinkBackbone` inside `model` (itself, a task's, or nested)."""
-    pending = [model]
-    while pending:
-        layer = pending.pop(0)
-        if isinstance(layer, AdaLinkBackbone):
-            return layer
-        backbone = getattr(layer, "backbone", None)
-        if isinstance(backbone, AdaLinkBackbone):
-            return backbone
-        if isinstance(layer, keras.Model):
-            pending.extend(layer.layers)
-    raise ValueError(
-        f"{type(model).__name__} holds no keras_adalink adapter. Call "
-        "`keras_adalink.adapt(model, ...)` first."
-    )
+    found = first_nested(model, lambda x: isinstance(x, AdaLinkBackbone))
+    if found is None:
+        raise ValueError(
+            f"{type(model).__name__} holds no keras_adalink adapter. Call "
+            "`keras_adalink.adapt(model, ...)` first."
+        )
+    return found
 
 
 def adapter_variables(model):

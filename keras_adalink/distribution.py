@@ -21,6 +21,8 @@ the tests check the layout of every variable.
 import keras
 from keras_hub.models import Backbone
 
+from keras_adalink.models.walk import first_nested
+
 ADAPTER_KEY = "(.*/)?adalink_(down|up)"
 
 
@@ -117,20 +119,20 @@ def _backbone_class(model):
     """The frozen backbone's class, from a class or any model holding one."""
     if isinstance(model, type):
         return model
-    pending = [model]
-    while pending:
-        layer = pending.pop(0)
-        inner = getattr(layer, "backbone", None)  # Tasks, AdaLinkBackbone.
-        if isinstance(inner, keras.Model):
-            pending.insert(0, inner)
-        elif isinstance(layer, Backbone):
-            return type(layer)
-        elif isinstance(layer, keras.Model):
-            pending.extend(layer.layers)
-    raise ValueError(
-        "`model` must be a KerasHub backbone class, or a model that holds a "
-        f"KerasHub backbone. Received: {type(model).__name__}"
+    # The innermost backbone: AdaLinkBackbone wraps the frozen one.
+    found = first_nested(
+        model,
+        lambda x: (
+            isinstance(x, Backbone)
+            and not isinstance(getattr(x, "backbone", None), keras.Model)
+        ),
     )
+    if found is None:
+        raise ValueError(
+            "`model` must be a KerasHub backbone class, or a model that holds "
+            f"a KerasHub backbone. Received: {type(model).__name__}"
+        )
+    return type(found)
 
 
 def _rules(cls, model_dim, data_dim):

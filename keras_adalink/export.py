@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_adalink.models.walk import first_nested
+
 
 def _symbol(name, axis):
     """Symbolic size of a dynamic dimension, for jax2tf."""
@@ -26,14 +28,10 @@ def _polymorphic_shapes(inputs):
 
 def _max_sequence_length(model):
     """The position-table length of the (first) backbone inside `model`."""
-    pending = [model]
-    while pending:
-        layer = pending.pop(0)
-        limit = getattr(layer, "max_sequence_length", None)
-        if limit:
-            return limit
-        pending += list(getattr(layer, "layers", []))
-    return None
+    found = first_nested(
+        model, lambda x: getattr(x, "max_sequence_length", None)
+    )
+    return None if found is None else found.max_sequence_length
 
 
 def export_saved_model(model, path, preprocessor=None, verbose=False):
