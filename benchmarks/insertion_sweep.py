@@ -46,9 +46,7 @@ def parse_args():
 def run(model, x, y, xv, yv, lr, epochs):
     steps = epochs * -(-len(y) // 32)
     model.compile(
-        optimizer=keras.optimizers.Adam(
-            keras_adalink.WarmupRsqrtDecay(lr, max(1, steps // 10))
-        ),
+        optimizer=keras_adalink.adam_with_warmup(lr, steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     start = time.perf_counter()

@@ -105,11 +105,7 @@ def main(argv=None):
         )
         steps = args.epochs * -(-len(y) // args.batch_size)
         model.compile(
-            optimizer=keras.optimizers.Adam(
-                keras_adalink.WarmupRsqrtDecay(
-                    args.learning_rate, max(1, steps // 10)
-                )
-            ),
+            optimizer=keras_adalink.adam_with_warmup(args.learning_rate, steps),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )

@@ -16,6 +16,7 @@ from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models import AdaLinkBackbone
 from keras_adalink.schedules import WarmupRsqrtDecay
+from keras_adalink.schedules import adam_with_warmup
 from keras_adalink.version import __version__
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "TaskRouter",
     "WarmupRsqrtDecay",
     "__version__",
+    "adam_with_warmup",
     "adapt",
     "baselines",
     "datasets",

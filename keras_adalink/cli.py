@@ -139,11 +139,7 @@ def cmd_train(args):
         callbacks.append(StopAfter(steps))
     epochs = -(-steps // per_epoch)
     model.compile(
-        optimizer=keras.optimizers.Adam(
-            keras_adalink.WarmupRsqrtDecay(
-                args.learning_rate, max(1, steps // 10)
-            )
-        ),
+        optimizer=keras_adalink.adam_with_warmup(args.learning_rate, steps),
         loss="mse"
         if args.task == "regression"
         else keras.losses.SparseCategoricalCrossentropy(from_logits=True),

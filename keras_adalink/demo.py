@@ -38,11 +38,8 @@ def add_arguments(parser):
 
 def train(model, x, y, learning_rate, args):
     steps = args.epochs * -(-len(y) // args.batch_size)
-    schedule = keras_adalink.WarmupRsqrtDecay(
-        learning_rate, warmup_steps=max(1, steps // 10)
-    )
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=keras_adalink.adam_with_warmup(learning_rate, steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )

@@ -34,3 +34,18 @@ def test_bad_arguments(kwargs):
         WarmupRsqrtDecay(
             **{"peak_learning_rate": 1e-3, "warmup_steps": 5, **kwargs}
         )
+
+
+def test_adam_with_warmup_warms_up_over_a_tenth():
+    from keras_adalink import adam_with_warmup
+
+    optimizer = adam_with_warmup(1e-2, total_steps=300)
+    assert isinstance(optimizer, keras.optimizers.Adam)
+    schedule = optimizer._learning_rate  # the schedule object itself
+    assert schedule.get_config() == {
+        "peak_learning_rate": 1e-2,
+        "warmup_steps": 30,
+    }
+    assert adam_with_warmup(1e-3, 5)._learning_rate.warmup_steps == 1
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        adam_with_warmup(1e-3, 100, warmup_fraction=0)

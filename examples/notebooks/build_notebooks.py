@@ -80,7 +80,7 @@ print(train_texts[0], "->", train_y[0])
 model = mean_pooled_classifier(keras_adalink.adapt(backbone, rank=4), num_outputs=2)
 steps = 2 * -(-n_train // 32)
 model.compile(
-    optimizer=keras.optimizers.Adam(keras_adalink.WarmupRsqrtDecay(1e-2, steps // 10 + 1)),
+    optimizer=keras_adalink.adam_with_warmup(1e-2, steps),
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     metrics=["accuracy"])
 adapter = sum(int(np.prod(w.shape)) for w in model.trainable_weights if "adalink" in w.path)

@@ -47,3 +47,28 @@ class WarmupRsqrtDecay(keras.optimizers.schedules.LearningRateSchedule):
             "peak_learning_rate": self.peak_learning_rate,
             "warmup_steps": self.warmup_steps,
         }
+
+
+def adam_with_warmup(peak_learning_rate, total_steps, warmup_fraction=0.1):
+    """Adam on a `WarmupRsqrtDecay` that warms up over part of training.
+
+    The optimizer every example, benchmark and the CLI use: linear warmup
+    over the first `warmup_fraction` of `total_steps` (at least one step),
+    then inverse-square-root decay.
+
+    Args:
+        peak_learning_rate: float. The rate reached at the end of warmup.
+        total_steps: int. Optimizer steps the run will take.
+        warmup_fraction: float in (0, 1]. Defaults to `0.1`.
+
+    Example:
+    >>> optimizer = adam_with_warmup(1e-2, total_steps=300)  # 30 warmup
+    >>> model.compile(optimizer=optimizer, loss="mse")
+    """
+    if not 0 < warmup_fraction <= 1:
+        raise ValueError(
+            "`warmup_fraction` must be in (0, 1]. Received: "
+            f"warmup_fraction={warmup_fraction}"
+        )
+    warmup = max(1, int(total_steps * warmup_fraction))
+    return keras.optimizers.Adam(WarmupRsqrtDecay(peak_learning_rate, warmup))
