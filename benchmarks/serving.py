@@ -10,8 +10,8 @@ measurement's own noise floor.
 
 Variants: frozen backbone; AdaLink rank 4 unfolded; AdaLink folded into the
 vocabulary table; LoRA via Keras' `enable_lora` (query/value) at rank 4 and
-16, unmerged; prompt tuning with 64 soft tokens (timed as the frozen
-backbone on sequence 128 + 64, which is exactly its forward cost); a
+16, unmerged; prompt tuning with 64 soft tokens
+(`keras_adalink.baselines.prompt_tuning`, residual reparameterisation); a
 TaskRouter with 8 tasks on a mixed-task batch and on a single-task batch.
 
     KERAS_BACKEND=jax .venv/bin/python benchmarks/serving.py
@@ -56,9 +56,7 @@ def load():
 
 
 def lora_backbone(rank):
-    backbone = load()
-    backbone.enable_lora(rank)  # KerasHub default targets: query, value.
-    return backbone
+    return keras_adalink.baselines.lora(load(), rank, targets="query_value")
 
 
 def main():
@@ -85,8 +83,8 @@ def main():
         "LoRA r4 unmerged (q,v)": (lora_backbone(4), inputs(b, n)),
         "LoRA r16 unmerged (q,v)": (lora_backbone(16), inputs(b, n)),
         f"prompt tuning {args.prompt_tokens} tokens": (
-            frozen,
-            inputs(b, n + args.prompt_tokens),
+            keras_adalink.baselines.prompt_tuning(load(), args.prompt_tokens),
+            inputs(b, n),
         ),
         "TaskRouter 8 tasks, single-task batch": (
             routed,
