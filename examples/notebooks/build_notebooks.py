@@ -327,9 +327,28 @@ print(json.dumps({k: v.numpy().round(4).tolist() for k, v in result.items()}))
         "  -e MODEL_NAME=adalink tensorflow/serving\n"
         "curl -s -X POST localhost:8501/v1/models/adalink:predict -d @body.json\n"
         "```\n\n"
-        "Inputs are token ids: tokenize on the client with the same "
-        "preprocessor (docs/serving.md says why raw strings are not "
-        "served by the stock image).",
+        "Those inputs are token ids: the client tokenizes with the same "
+        "preprocessor, and the SavedModel needs nothing but TensorFlow.",
+    ),
+    (
+        "md",
+        "## Raw strings in\n\n"
+        "Pass the preprocessor and `serving_default` takes `text` instead "
+        "(token ids stay as `serving_tokens`). KerasHub tokenizers are "
+        "tensorflow-text ops, so the loading process must register them "
+        "(`import tensorflow_text`; in TF Serving, a server built with "
+        "those ops: docs/serving.md).",
+    ),
+    (
+        "code",
+        """\
+import tensorflow_text  # noqa: F401  registers the tokenizer ops for the loader
+shutil.rmtree("export/adalink_text", ignore_errors=True)
+keras_adalink.export_saved_model(served, "export/adalink_text/1", preprocessor=preprocess)
+text_signature = tf.saved_model.load("export/adalink_text/1").signatures["serving_default"]
+out = text_signature(text=tf.constant(["a gorgeous, witty, seductive movie.", "a mess."]))
+print(np.abs(out["output_0"].numpy() - served.predict(x, verbose=0)).max())
+""",
     ),
 ]
 
