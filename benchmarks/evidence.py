@@ -33,6 +33,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
+from runlog import RunLog  # noqa: E402
 
 import keras_adalink  # noqa: E402
 from keras_adalink import baselines  # noqa: E402
@@ -43,6 +44,7 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 RUNS = os.environ.get(
     "EVIDENCE_RUNS", os.path.join(RESULTS, "evidence_runs.jsonl")
 )
+LOG = RunLog(RUNS)
 SEQUENCE_LENGTH = 48
 BATCH = 32
 TASKS = {
@@ -206,29 +208,10 @@ def train_one(
     )
 
 
-def done_keys():
-    if not os.path.exists(RUNS):
-        return set()
-    with open(RUNS) as f:
-        return {json.loads(line)["key"] for line in f if line.strip()}
-
-
-def record(key, row):
-    row = {"key": key, **row}
-    print(json.dumps(row), flush=True)
-    with open(RUNS, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def load_runs():
-    with open(RUNS) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def tuned_lr(method):
     rows = [
         r
-        for r in load_runs()
+        for r in LOG.rows()
         if r["key"].startswith("tune|") and r["method"] == method
     ]
     if len(rows) < len(METHODS[method][2]):
@@ -237,7 +220,7 @@ def tuned_lr(method):
 
 
 def stage_tune(backbones, data, args):
-    done = done_keys()
+    done = LOG.keys()
     for method, (_, _, lrs) in METHODS.items():
         for lr in lrs:
             key = f"tune|{method}|rotten_tomatoes|{lr}|0"
@@ -252,11 +235,11 @@ def stage_tune(backbones, data, args):
                     0,
                     validate=True,
                 )
-                record(key, row)
+                LOG.record(key, row)
 
 
 def stage_single(backbones, data, args):
-    done = done_keys()
+    done = LOG.keys()
     for seed in SEEDS:
         for task_name in TASKS:
             for method in METHODS:
@@ -266,45 +249,23 @@ def stage_single(backbones, data, args):
                 if key in done:
                     continue
                 if tune_key in done:  # Seed 0 on RT ran during tuning.
-                    (row,) = [r for r in load_runs() if r["key"] == tune_key]
+                    (row,) = [r for r in LOG.rows() if r["key"] == tune_key]
                     row = {k: v for k, v in row.items() if k != "key"}
                 else:
                     row = train_one(
                         backbones, data, args, method, task_name, lr, seed
                     )
-                record(key, row)
+                LOG.record(key, row)
 
 
-def stage_ablation(backbones, data, args):
-    """Rotten Tomatoes only; ranks 4 and 16 come from table 1."""
-    done = done_keys()
-    lr = tuned_lr("AdaLink r4")
-    variants = [(f"rank {r}", {"options": {"rank": r}}) for r in (1, 64, 256)]
-    variants += [
-        ("block input", {"options": {"rank": 4, "insertion": "block_input"}}),
-        ("gelu activation", {"options": {"rank": 4, "activation": "gelu"}}),
-        ("CLS pooler head", {"options": {"rank": 4}, "pooling": "cls"}),
-    ]
-    for seed in args.extra_seeds:
-        for name, extra in variants:
-            key = f"ablation|{name}|rotten_tomatoes|{lr}|{seed}"
-            if key in done:
-                continue
-            row = train_one(
-                backbones,
-                data,
-                args,
-                f"AdaLink ({name})",
-                "rotten_tomatoes",
-                lr,
-                seed,
-                kind="adalink",
-                variant=name,
-                **extra,
-            )
-            record(key, row)
-
-
+ABLATION_VARIANTS = [
+    (f"rank {r}", {"options": {"rank": r}}) for r in (1, 64, 256)
+]
+ABLATION_VARIANTS += [
+    ("block input", {"options": {"rank": 4, "insertion": "block_input"}}),
+    ("gelu activation", {"options": {"rank": 4, "activation": "gelu"}}),
+    ("CLS pooler head", {"options": {"rank": 4}, "pooling": "cls"}),
+]
 # What might close AdaLink r4's gap to full fine-tuning, on all three tasks
 # (table 1 is the reference: same seeds, lr, data).
 GAP_VARIANTS = [
@@ -314,28 +275,54 @@ GAP_VARIANTS = [
 ]
 
 
-def stage_gap(backbones, data, args):
-    done = done_keys()
+def variant_runs(stage, variants, task_names, method, backbones, data, args):
+    """AdaLink at r4's tuned rate with one change per variant, logged."""
+    done = LOG.keys()
     lr = tuned_lr("AdaLink r4")
     for seed in args.extra_seeds:
-        for name, extra in GAP_VARIANTS:
-            for task_name in TASKS:
-                key = f"gap|{name}|{task_name}|{lr}|{seed}"
+        for name, extra in variants:
+            for task_name in task_names:
+                key = f"{stage}|{name}|{task_name}|{lr}|{seed}"
                 if key in done:
                     continue
                 row = train_one(
                     backbones,
                     data,
                     args,
-                    f"AdaLink r4 ({name})",
+                    method.format(name),
                     task_name,
                     lr,
                     seed,
                     kind="adalink",
                     variant=name,
-                    **{**extra, "options": dict(extra["options"])},
+                    **extra,
                 )
-                record(key, row)
+                LOG.record(key, row)
+
+
+def stage_ablation(backbones, data, args):
+    """Rotten Tomatoes only; ranks 4 and 16 come from table 1."""
+    variant_runs(
+        "ablation",
+        ABLATION_VARIANTS,
+        ["rotten_tomatoes"],
+        "AdaLink ({})",
+        backbones,
+        data,
+        args,
+    )
+
+
+def stage_gap(backbones, data, args):
+    variant_runs(
+        "gap",
+        GAP_VARIANTS,
+        list(TASKS),
+        "AdaLink r4 ({})",
+        backbones,
+        data,
+        args,
+    )
 
 
 def multitask_loss(y_true, y_pred):
@@ -355,7 +342,7 @@ def multitask_loss(y_true, y_pred):
 
 
 def stage_multi(backbones, data, args):
-    done = done_keys()
+    done = LOG.keys()
     names = list(TASKS)
     train = [data.splits[n][1]["train"] for n in names]
     x = {k: np.concatenate([part[0][k] for part in train]) for k in train[0][0]}
@@ -406,7 +393,7 @@ def stage_multi(backbones, data, args):
                 out = model.predict(xt, verbose=0)
                 out = out[:, :2] if i == 0 else out[:, 1 + i : 2 + i]
                 row[name] = score(task, out, yt)
-            record(key, row)
+            LOG.record(key, row)
 
 
 def main():

@@ -48,6 +48,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
+from runlog import RunLog  # noqa: E402
 
 import keras_adalink  # noqa: E402
 from keras_adalink import baselines  # noqa: E402
@@ -60,6 +61,7 @@ RESULTS = os.environ.get(
 RUNS = os.environ.get(
     "MULTIMODAL_RUNS", os.path.join(RESULTS, "multimodal_runs.jsonl")
 )
+LOG = RunLog(RUNS)
 CACHE = os.environ.get(
     "MULTIMODAL_CACHE",
     os.path.join(sys.prefix, "share", "keras_adalink", "vlm_base.npz"),
@@ -280,7 +282,7 @@ def stage_pretrain(args):
             name: count(layer.weights) for name, layer in parts.groups().items()
         },
     )
-    record("pretrain", row)
+    LOG.record("pretrain", row)
 
 
 # --- downstream -----------------------------------------------------------
@@ -373,33 +375,13 @@ def train_one(text, data, args, method, kind, options, lr, seed):
     )
 
 
-def done_keys():
-    if not os.path.exists(RUNS):
-        return set()
-    with open(RUNS) as f:
-        return {json.loads(line)["key"] for line in f if line.strip()}
-
-
-def record(key, row):
-    row = {"key": key, **row}
-    print(json.dumps(row), flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(RUNS)), exist_ok=True)
-    with open(RUNS, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def load_runs():
-    with open(RUNS) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def run_key(method, lr, seed):
     return f"run|{method}|{lr:g}|{seed}"
 
 
 def tuned_lr(method):
     lrs = METHODS[method][2]
-    rows = {r["key"]: r for r in load_runs()}
+    rows = {r["key"]: r for r in LOG.rows()}
     keys = [run_key(method, lr, 0) for lr in lrs]
     if not all(k in rows for k in keys):
         raise SystemExit(f"run --stage tune first ({method} is not tuned)")
@@ -433,20 +415,20 @@ def stage_runs(stage, args):
         raise SystemExit(f"{CACHE} missing: run --stage pretrain first")
     text = Text()
     data = Downstream(text, args.train_examples)
-    done = done_keys()
+    done = LOG.keys()
     for method, kind, options, lr, seed in plan(stage):
         key = run_key(method, lr, seed)
         if key in done or (args.methods and method not in args.methods):
             continue
         row = train_one(text, data, args, method, kind, options, lr, seed)
-        record(key, {"stage": stage, **row})
+        LOG.record(key, {"stage": stage, **row})
 
 
 # --- report ---------------------------------------------------------------
 
 
 def summarize():
-    rows = load_runs()
+    rows = LOG.rows()
     pretrain = [r for r in rows if r["key"] == "pretrain"]
     runs = {r["key"]: r for r in rows if r["key"].startswith("run|")}
     table = []
