@@ -522,31 +522,52 @@ def plot(summary, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = summary["table"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for row in rows:
-        x = max(row["trainable_without_head"], 1)
-        ax.errorbar(
-            x,
-            row["test_mean"],
-            yerr=row["test_std"] or 0,
-            fmt="o",
+    rows = {row["method"]: row for row in summary["table"]}
+    methods = [m for m in METHODS if m in rows]
+    ranks = [
+        (int(m.rsplit("r", 1)[1]), rows[m])
+        for m in rows
+        if m.startswith("AdaLink modality r")
+    ]
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]}
+    )
+    y = np.arange(len(methods))[::-1]
+    left.barh(
+        y,
+        [rows[m]["test_mean"] for m in methods],
+        xerr=[rows[m]["test_std"] or 0 for m in methods],
+        color=["C2" if m.startswith("AdaLink") else "C7" for m in methods],
+        capsize=3,
+    )
+    left.set_yticks(
+        y,
+        [f"{m} ({rows[m]['trainable_without_head']:,})" for m in methods],
+        fontsize=8,
+    )
+    left.set_xlim(45, 90)
+    left.set_xlabel("yes/no test accuracy (%), mean ± std over seeds")
+    left.set_title("Methods (trainable params without head)", fontsize=10)
+    if ranks:
+        ranks.sort()
+        right.errorbar(
+            [r for r, _ in ranks],
+            [row["test_mean"] for _, row in ranks],
+            yerr=[row["test_std"] or 0 for _, row in ranks],
+            marker="o",
             capsize=3,
+            color="C2",
         )
-        ax.annotate(
-            row["method"],
-            (x, row["test_mean"]),
-            fontsize=7,
-            xytext=(4, 3),
-            textcoords="offset points",
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters without the head (log; head only at 1)")
-    ax.set_ylabel("easy-vqa yes/no test accuracy (%)")
-    ax.set_title("Frozen ViT+MiniLM VLM, held-out question types")
-    ax.grid(alpha=0.3)
+        right.set_xscale("log", base=2)
+        right.set_xticks([r for r, _ in ranks], [str(r) for r, _ in ranks])
+        right.set_xlabel("rank of each modality module")
+        right.set_ylabel("yes/no test accuracy (%)")
+        right.set_title("AdaLink modality: rank ablation", fontsize=10)
+        right.grid(alpha=0.3)
+    fig.suptitle("Frozen ViT + MiniLM VLM, held-out easy-vqa question types")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def stage_report():
