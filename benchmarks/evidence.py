@@ -126,8 +126,9 @@ def count(weights):
 
 def compile_model(model, loss, lr, steps):
     """Adam with the shared warmup + rsqrt-decay schedule (10% warmup)."""
-    schedule = keras_adalink.WarmupRsqrtDecay(lr, max(1, steps // 10))
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+    model.compile(
+        optimizer=keras_adalink.adam_with_warmup(lr, steps), loss=loss
+    )
 
 
 def score(task, outputs, y):

@@ -200,9 +200,8 @@ class Text:
 
 
 def compile_model(model, lr, steps):
-    schedule = keras_adalink.WarmupRsqrtDecay(lr, max(1, steps // 10))
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=keras_adalink.adam_with_warmup(lr, steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )

@@ -121,9 +121,12 @@ def _text_endpoint(model_fn, preprocessor, specs):
             "Raw-string export needs a model with named (dict) inputs, like "
             "KerasHub backbones and tasks."
         )
-    produced = preprocessor(tf.constant(["a"]))
-    if isinstance(produced, tuple):
-        produced = produced[0]
+
+    def features(text):
+        x = preprocessor(text)  # (x, y, sample_weight) when packed
+        return x[0] if isinstance(x, tuple) else x
+
+    produced = features(tf.constant(["a"]))
     if not isinstance(produced, dict):
         raise ValueError(
             "`preprocessor` must map strings to a dict of features; "
@@ -134,14 +137,10 @@ def _text_endpoint(model_fn, preprocessor, specs):
 
     @tf.function(input_signature=[{"text": text, **passed}])
     def serve_text(request):
-        features = preprocessor(request["text"])
-        if isinstance(features, tuple):
-            features = features[0]
+        made = features(request["text"])
         return model_fn(
             {
-                k: tf.cast(features[k], s.dtype)
-                if k in features
-                else request[k]
+                k: tf.cast(made[k], s.dtype) if k in made else request[k]
                 for k, s in specs.items()
             }
         )

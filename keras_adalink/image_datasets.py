@@ -46,6 +46,13 @@ def _resize(images, size):
     return np.pad(images, widths)
 
 
+def _check_split(split):
+    if split not in ("train", "test"):
+        raise ValueError(
+            f"`split` must be 'train' or 'test'. Received: split={split!r}"
+        )
+
+
 def question_kind(question):
     """`"yes_no"` or `"open"`: the kind of an easy-vqa question."""
     for kind, starts in _VQA_KINDS.items():
@@ -82,10 +89,7 @@ def easy_vqa(split="train", kind=None, image_size=64):
         ) from None
     from PIL import Image
 
-    if split not in ("train", "test"):
-        raise ValueError(
-            f"`split` must be 'train' or 'test'. Received: split={split!r}"
-        )
+    _check_split(split)
     if kind not in (None, *_VQA_KINDS):
         raise ValueError(
             f"`kind` must be None or one of {list(_VQA_KINDS)}. "
@@ -139,10 +143,7 @@ def fashion_mnist(split="train", image_size=32, directory=None):
     >>> images.shape, FASHION_MNIST_CLASSES[labels[0]]
     ((10000, 32, 32, 3), 'ankle boot')
     """
-    if split not in ("train", "test"):
-        raise ValueError(
-            f"`split` must be 'train' or 'test'. Received: split={split!r}"
-        )
+    _check_split(split)
     if image_size < 28:
         raise ValueError(
             f"`image_size` must be >= 28. Received: image_size={image_size}"
