@@ -49,3 +49,35 @@ def test_adam_with_warmup_warms_up_over_a_tenth():
     assert adam_with_warmup(1e-3, 5)._learning_rate.warmup_steps == 1
     with pytest.raises(ValueError, match="warmup_fraction"):
         adam_with_warmup(1e-3, 100, warmup_fraction=0)
+
+
+@pytest.mark.parametrize(
+    "decay, end",
+    [("rsqrt", 1e-2 * (30 / 300) ** 0.5), ("cosine", 0.0), ("constant", 1e-2)],
+)
+def test_adam_with_warmup_decays(decay, end):
+    from keras_adalink import adam_with_warmup
+
+    schedule = adam_with_warmup(1e-2, 300, decay=decay)._learning_rate
+    rate = lambda step: float(keras.ops.convert_to_numpy(schedule(step)))
+    assert rate(0) == pytest.approx(1e-2 / 30, rel=1e-4)
+    assert rate(14) < rate(29) == pytest.approx(1e-2, rel=1e-4)
+    assert rate(299) == pytest.approx(end, rel=1e-2, abs=1e-6)
+    assert rate(150) <= 1e-2 * (1 + 1e-6)
+
+
+def test_adam_with_warmup_rejects_unknown_decay():
+    from keras_adalink import adam_with_warmup
+
+    with pytest.raises(ValueError, match="decay"):
+        adam_with_warmup(1e-3, 100, decay="linear")
+
+
+@pytest.mark.parametrize("decay", ["rsqrt", "cosine", "constant"])
+def test_adam_with_warmup_without_warmup_starts_at_peak(decay):
+    from keras_adalink import adam_with_warmup
+
+    schedule = adam_with_warmup(1e-2, 5, decay=decay)._learning_rate
+    assert float(keras.ops.convert_to_numpy(schedule(0))) == pytest.approx(
+        1e-2, rel=1e-4
+    )

@@ -49,17 +49,26 @@ class WarmupRsqrtDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def adam_with_warmup(peak_learning_rate, total_steps, warmup_fraction=0.1):
-    """Adam on a `WarmupRsqrtDecay` that warms up over part of training.
+def adam_with_warmup(
+    peak_learning_rate, total_steps, warmup_fraction=0.1, decay="rsqrt"
+):
+    """Adam with linear warmup over part of training, then a decay.
 
     The optimizer every example, benchmark and the CLI use: linear warmup
     over the first `warmup_fraction` of `total_steps` (at least one step),
-    then inverse-square-root decay.
+    then `decay`:
+
+    - `"rsqrt"`: inverse-square-root decay (`WarmupRsqrtDecay`, the paper's
+      schedule; ends at `sqrt(warmup / total_steps)` of the peak).
+    - `"cosine"`: cosine decay to zero at `total_steps`.
+    - `"constant"`: stay at the peak.
 
     Args:
         peak_learning_rate: float. The rate reached at the end of warmup.
         total_steps: int. Optimizer steps the run will take.
         warmup_fraction: float in (0, 1]. Defaults to `0.1`.
+        decay: one of `"rsqrt"`, `"cosine"`, `"constant"`. Defaults to
+            `"rsqrt"`.
 
     Example:
     >>> optimizer = adam_with_warmup(1e-2, total_steps=300)  # 30 warmup
@@ -70,5 +79,22 @@ def adam_with_warmup(peak_learning_rate, total_steps, warmup_fraction=0.1):
             "`warmup_fraction` must be in (0, 1]. Received: "
             f"warmup_fraction={warmup_fraction}"
         )
+    if decay not in ("rsqrt", "cosine", "constant"):
+        raise ValueError(
+            '`decay` must be one of "rsqrt", "cosine", "constant". '
+            f"Received: decay={decay!r}"
+        )
     warmup = max(1, int(total_steps * warmup_fraction))
-    return keras.optimizers.Adam(WarmupRsqrtDecay(peak_learning_rate, warmup))
+    if decay == "rsqrt":
+        schedule = WarmupRsqrtDecay(peak_learning_rate, warmup)
+    else:
+        # Keras' warmup reaches its target one step after ours; shift it so
+        # both schedules warm up as `peak * (step + 1) / warmup`.
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=peak_learning_rate / warmup,
+            decay_steps=max(1, total_steps - warmup + 1),
+            alpha=1.0 if decay == "constant" else 0.0,
+            warmup_target=peak_learning_rate if warmup > 1 else None,
+            warmup_steps=warmup - 1,
+        )
+    return keras.optimizers.Adam(schedule)
