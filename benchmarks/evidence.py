@@ -226,23 +226,39 @@ def tuned_lr(method):
     return max(rows, key=lambda r: r["validation"])["learning_rate"]
 
 
-def stage_tune(backbones, data, args):
+def tune_grid(prefix, backbones, data, args, method, task_name, lrs, **run):
+    """Runs `lrs` with seed 0, scored on validation; returns the best rate.
+
+    Rows `{prefix}|{variant or method}|{task_name}|{lr}|0`.
+    """
     done = LOG.keys()
+    name = run.get("variant", method)
+    for lr in lrs:
+        key = f"{prefix}|{name}|{task_name}|{lr}|0"
+        if key not in done:
+            row = train_one(
+                backbones,
+                data,
+                args,
+                method,
+                task_name,
+                lr,
+                0,
+                validate=True,
+                **run,
+            )
+            LOG.record(key, row)
+    tuned = [
+        r
+        for r in LOG.rows()
+        if r["key"].startswith(f"{prefix}|{name}|{task_name}|")
+    ]
+    return max(tuned, key=lambda r: r["validation"])["learning_rate"]
+
+
+def stage_tune(backbones, data, args):
     for method, (_, _, lrs) in METHODS.items():
-        for lr in lrs:
-            key = f"tune|{method}|rotten_tomatoes|{lr}|0"
-            if key not in done:
-                row = train_one(
-                    backbones,
-                    data,
-                    args,
-                    method,
-                    "rotten_tomatoes",
-                    lr,
-                    0,
-                    validate=True,
-                )
-                LOG.record(key, row)
+        tune_grid("tune", backbones, data, args, method, "rotten_tomatoes", lrs)
 
 
 def stage_single(backbones, data, args):
@@ -346,33 +362,14 @@ def tuned_runs(stage, backbones, data, args, method, task_name, lrs, **run):
     """
     done = LOG.keys()
     name = run.get("variant", method)
-    for lr in lrs:
-        key = f"{stage}-tune|{name}|{task_name}|{lr}|0"
-        if key not in done:
-            row = train_one(
-                backbones,
-                data,
-                args,
-                method,
-                task_name,
-                lr,
-                0,
-                validate=True,
-                **run,
-            )
-            LOG.record(key, row)
-    tuned = [
-        r
-        for r in LOG.rows()
-        if r["key"].startswith(f"{stage}-tune|{name}|{task_name}|")
-    ]
-    lr = max(tuned, key=lambda r: r["validation"])["learning_rate"]
+    tune = f"{stage}-tune"
+    lr = tune_grid(tune, backbones, data, args, method, task_name, lrs, **run)
     for seed in args.extra_seeds:
         key = f"{stage}|{name}|{task_name}|{lr}|{seed}"
         if key in done:
             continue
         if seed == 0:  # ran while tuning
-            tune_key = f"{stage}-tune|{name}|{task_name}|{lr}|0"
+            tune_key = f"{tune}|{name}|{task_name}|{lr}|0"
             (row,) = [r for r in LOG.rows() if r["key"] == tune_key]
             row = {k: v for k, v in row.items() if k != "key"}
         else:

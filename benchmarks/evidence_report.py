@@ -37,6 +37,18 @@ def _params(n):
     return f"{n:,} ({100 * n / BACKBONE_PARAMS:.3f}%)"
 
 
+def _table1(runs, seeds, methods, tasks=TASK_NAMES):
+    """Table 1's runs of `methods` on `tasks` with `seeds`: references."""
+    return [
+        r
+        for r in runs
+        if r["key"].startswith("single|")
+        and r["method"] in methods
+        and r["task"] in tasks
+        and r["seed"] in seeds
+    ]
+
+
 def _tune(runs, lines, out):
     rows = [r for r in runs if r["key"].split("|")[0] in TUNE_STAGES]
     if not rows:
@@ -159,14 +171,10 @@ def _ablation(runs, lines, out, results):
         return
     # Ranks 4 and 16 ran in table 1; take the ablation's seeds from there.
     seeds = {r["seed"] for r in rows}
-    for r in runs:
-        if (
-            r["key"].startswith("single|")
-            and r["task"] == "rotten_tomatoes"
-            and r["method"] in ("AdaLink r4", "AdaLink r16")
-            and r["seed"] in seeds
-        ):
-            rows.append({**r, "variant": f"rank {r['options']['rank']}"})
+    for r in _table1(
+        runs, seeds, ("AdaLink r4", "AdaLink r16"), ["rotten_tomatoes"]
+    ):
+        rows.append({**r, "variant": f"rank {r['options']['rank']}"})
     for r in runs:  # Large ranks again, each at its own tuned rate.
         if r["key"].startswith("ranklr|") and r["seed"] in seeds:
             own = f"{r['variant']}, own lr {r['learning_rate']:g}"
@@ -235,13 +243,8 @@ def _gap(runs, lines, out):
     if not rows:
         return
     seeds = sorted({r["seed"] for r in rows})
-    for r in runs:  # The references, from table 1 with the same seeds.
-        if (
-            r["key"].startswith("single|")
-            and r["method"] in ("AdaLink r4", "full fine-tuning")
-            and r["seed"] in seeds
-        ):
-            rows.append({**r, "variant": f"{r['method']} (table 1)"})
+    for r in _table1(runs, seeds, ("AdaLink r4", "full fine-tuning")):
+        rows.append({**r, "variant": f"{r['method']} (table 1)"})
     by = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         by[r["variant"]][r["seed"]][r["task"]] = r["test"]
@@ -284,15 +287,9 @@ def _task_lr(runs, lines, out):
         by[r["method"]][r["task"]].append(r["test"])
         rates[r["method"]][r["task"]] = r["learning_rate"]
     ref = defaultdict(lambda: defaultdict(list))
-    for r in runs:
-        if (
-            r["key"].startswith("single|")
-            and r["method"] in by
-            and r["task"] in tasks
-            and r["seed"] in seeds
-        ):
-            ref[r["method"]][r["task"]].append(r["test"])
-            rates[r["method"]].setdefault("table 1", r["learning_rate"])
+    for r in _table1(runs, seeds, by, tasks):
+        ref[r["method"]][r["task"]].append(r["test"])
+        rates[r["method"]].setdefault("table 1", r["learning_rate"])
     out["task_lr"] = {
         m: {
             t: dict(
@@ -329,16 +326,10 @@ def _data(runs, lines, out):
     if not rows:
         return
     seeds = {r["seed"] for r in rows}
-    by = defaultdict(lambda: defaultdict(list))
-    for r in runs:
-        small = (
-            r["key"].startswith("single|")
-            and r["task"] == "vader_movies"
-            and r["seed"] in seeds
-        )
-        if small or r["key"].startswith("data|"):
-            by[r["method"]][r["train_examples"]].append(r["test"])
     methods = sorted({r["method"] for r in rows})
+    by = defaultdict(lambda: defaultdict(list))
+    for r in rows + _table1(runs, seeds, methods, ["vader_movies"]):
+        by[r["method"]][r["train_examples"]].append(r["test"])
     sizes = sorted({n for m in methods for n in by[m]})
     out["data"] = {
         m: {str(n): _stats(by[m][n]) for n in sizes if by[m][n]}
