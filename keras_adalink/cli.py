@@ -105,6 +105,16 @@ def _load_run(folder):
     return run, model, preprocessor
 
 
+def default_learning_rate(rank):
+    """Peak rate `0.02 / sqrt(rank)`: 1e-2 at rank 4, 2.5e-3 at rank 64.
+
+    The benchmark's tuned rates on frozen MiniLM (benchmarks/results/
+    evidence.md: 1e-2 at rank 4, 3e-3 at ranks 16 and 64, 1e-3 at 256) fall
+    as the rank grows, about as one over its square root.
+    """
+    return 0.02 / rank**0.5
+
+
 def cmd_train(args):
     import keras
 
@@ -138,8 +148,11 @@ def cmd_train(args):
         steps = args.max_steps
         callbacks.append(StopAfter(steps))
     epochs = -(-steps // per_epoch)
+    learning_rate = args.learning_rate or default_learning_rate(args.rank)
     model.compile(
-        optimizer=keras_adalink.adam_with_warmup(args.learning_rate, steps),
+        optimizer=keras_adalink.adam_with_warmup(
+            learning_rate, steps, decay=args.decay
+        ),
         loss="mse"
         if args.task == "regression"
         else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -173,6 +186,8 @@ def cmd_train(args):
             k: [float(v) for v in vs] for k, vs in history.history.items()
         },
         "train_steps": int(model.optimizer.iterations.numpy()),
+        "learning_rate": learning_rate,
+        "decay": args.decay,
         "train": _metrics(run, model, x, y),
     }
     if validation:
@@ -302,7 +317,17 @@ def parser():
     train.add_argument("--epochs", type=int, default=2)
     train.add_argument("--max-steps", type=int)
     train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--learning-rate", type=float, default=1e-2)
+    train.add_argument(
+        "--learning-rate",
+        type=float,
+        help="peak rate (default: 0.02 / sqrt(rank), 1e-2 at rank 4)",
+    )
+    train.add_argument(
+        "--decay",
+        choices=["rsqrt", "cosine", "constant"],
+        default="rsqrt",
+        help="after the 10%% warmup (default: rsqrt, the paper's)",
+    )
     train.add_argument("--sequence-length", type=int, default=64)
     train.add_argument("--val-data")
     train.add_argument(

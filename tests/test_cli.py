@@ -86,6 +86,9 @@ def test_train_eval_predict_export(tmp_path):
     assert len(history["accuracy"]) == len(history["val_accuracy"]) == 2
     # 64 examples at batch 32 are 2 steps an epoch: 3 steps end mid-epoch 2.
     assert metrics["train_steps"] == 3
+    # No --learning-rate: the rank's default, 0.02 / sqrt(2).
+    assert metrics["learning_rate"] == pytest.approx(0.02 / 2**0.5)
+    assert metrics["decay"] == "rsqrt"
     assert 0 <= metrics["validation"]["accuracy"] <= 1
     evaluated = json.loads(
         _run("eval", "--adapter", str(out), "--data", str(test))
@@ -198,10 +201,16 @@ def test_train_regression_reports_pearson(tmp_path):
         "2",
         "--sequence-length",
         "16",
+        "--learning-rate",
+        "0.003",
+        "--decay",
+        "cosine",
         "--out",
         str(out),
     )
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["learning_rate"] == 0.003
+    assert metrics["decay"] == "cosine"
     assert len(metrics["history"]["pearson"]) == 1
     assert -1 <= metrics["train"]["pearson"] <= 1
     assert (out / "learning_curve.png").stat().st_size > 1000

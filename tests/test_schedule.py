@@ -59,7 +59,10 @@ def test_adam_with_warmup_decays(decay, end):
     from keras_adalink import adam_with_warmup
 
     schedule = adam_with_warmup(1e-2, 300, decay=decay)._learning_rate
-    rate = lambda step: float(keras.ops.convert_to_numpy(schedule(step)))
+
+    def rate(step):
+        return float(keras.ops.convert_to_numpy(schedule(step)))
+
     assert rate(0) == pytest.approx(1e-2 / 30, rel=1e-4)
     assert rate(14) < rate(29) == pytest.approx(1e-2, rel=1e-4)
     assert rate(299) == pytest.approx(end, rel=1e-2, abs=1e-6)
