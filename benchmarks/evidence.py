@@ -215,15 +215,21 @@ def train_one(
     )
 
 
-def tuned_lr(method):
+def best_rate(prefix, name, task_name, grid_size):
+    """The rate of the best-on-validation `{prefix}|{name}|{task_name}|` row."""
     rows = [
         r
         for r in LOG.rows()
-        if r["key"].startswith("tune|") and r["method"] == method
+        if r["key"].startswith(f"{prefix}|{name}|{task_name}|")
     ]
-    if len(rows) < len(METHODS[method][2]):
-        raise SystemExit(f"run --stage tune first ({method} is not tuned)")
+    if len(rows) < grid_size:
+        raise SystemExit(f"run --stage tune first ({name} is not tuned)")
     return max(rows, key=lambda r: r["validation"])["learning_rate"]
+
+
+def tuned_lr(method):
+    """Table 1's rate for `method` (tuned on Rotten Tomatoes)."""
+    return best_rate("tune", method, "rotten_tomatoes", len(METHODS[method][2]))
 
 
 def tune_grid(prefix, backbones, data, args, method, task_name, lrs, **run):
@@ -248,12 +254,7 @@ def tune_grid(prefix, backbones, data, args, method, task_name, lrs, **run):
                 **run,
             )
             LOG.record(key, row)
-    tuned = [
-        r
-        for r in LOG.rows()
-        if r["key"].startswith(f"{prefix}|{name}|{task_name}|")
-    ]
-    return max(tuned, key=lambda r: r["validation"])["learning_rate"]
+    return best_rate(prefix, name, task_name, len(lrs))
 
 
 def stage_tune(backbones, data, args):
@@ -272,8 +273,7 @@ def stage_single(backbones, data, args):
                 if key in done:
                     continue
                 if tune_key in done:  # Seed 0 on RT ran during tuning.
-                    (row,) = [r for r in LOG.rows() if r["key"] == tune_key]
-                    row = {k: v for k, v in row.items() if k != "key"}
+                    row = LOG.row(tune_key)
                 else:
                     row = train_one(
                         backbones, data, args, method, task_name, lr, seed
@@ -369,9 +369,7 @@ def tuned_runs(stage, backbones, data, args, method, task_name, lrs, **run):
         if key in done:
             continue
         if seed == 0:  # ran while tuning
-            tune_key = f"{tune}|{name}|{task_name}|{lr}|0"
-            (row,) = [r for r in LOG.rows() if r["key"] == tune_key]
-            row = {k: v for k, v in row.items() if k != "key"}
+            row = LOG.row(f"{tune}|{name}|{task_name}|{lr}|0")
         else:
             row = train_one(
                 backbones, data, args, method, task_name, lr, seed, **run

@@ -22,6 +22,11 @@ class RunLog:
     def keys(self):
         return {row["key"] for row in self.rows()}
 
+    def row(self, key):
+        """The logged row of `key`, without its key (to log it again)."""
+        (row,) = [r for r in self.rows() if r["key"] == key]
+        return {k: v for k, v in row.items() if k != "key"}
+
     def record(self, key, row):
         row = {"key": key, **row}
         print(json.dumps(row), flush=True)
