@@ -16,6 +16,7 @@ import keras
 
 from keras_adalink.datasets import column
 from keras_adalink.datasets import read_rows
+from keras_adalink.schedules.warmup_rsqrt_decay import DECAYS
 
 EXAMPLES = """examples:
   keras-adalink demo
@@ -148,7 +149,9 @@ def cmd_train(args):
         steps = args.max_steps
         callbacks.append(StopAfter(steps))
     epochs = -(-steps // per_epoch)
-    learning_rate = args.learning_rate or default_learning_rate(args.rank)
+    learning_rate = args.learning_rate
+    if learning_rate is None:
+        learning_rate = default_learning_rate(args.rank)
     model.compile(
         optimizer=keras_adalink.adam_with_warmup(
             learning_rate, steps, decay=args.decay
@@ -324,7 +327,7 @@ def parser():
     )
     train.add_argument(
         "--decay",
-        choices=["rsqrt", "cosine", "constant"],
+        choices=DECAYS,
         default="rsqrt",
         help="after the 10%% warmup (default: rsqrt, the paper's)",
     )

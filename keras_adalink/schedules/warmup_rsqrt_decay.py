@@ -49,6 +49,10 @@ class WarmupRsqrtDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+# What `adam_with_warmup` can do after its warmup.
+DECAYS = ("rsqrt", "cosine", "constant")
+
+
 def adam_with_warmup(
     peak_learning_rate, total_steps, warmup_fraction=0.1, decay="rsqrt"
 ):
@@ -79,7 +83,7 @@ def adam_with_warmup(
             "`warmup_fraction` must be in (0, 1]. Received: "
             f"warmup_fraction={warmup_fraction}"
         )
-    if decay not in ("rsqrt", "cosine", "constant"):
+    if decay not in DECAYS:
         raise ValueError(
             '`decay` must be one of "rsqrt", "cosine", "constant". '
             f"Received: decay={decay!r}"
