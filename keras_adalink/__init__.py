@@ -8,11 +8,13 @@ from keras_adalink.adapt import adapt
 from keras_adalink.adapt import reattach
 from keras_adalink.adapter_file import load_adapter
 from keras_adalink.adapter_file import save_adapter
+from keras_adalink.compose import compose
 from keras_adalink.distribution import get_layout_map
 from keras_adalink.export import export_saved_model
 from keras_adalink.fold import fold
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
+from keras_adalink.layers import TaskHeads
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models import AdaLinkBackbone
 from keras_adalink.schedules import WarmupRsqrtDecay
@@ -23,12 +25,14 @@ __all__ = [
     "AdaLink",
     "AdaLinkBackbone",
     "ModalityRouter",
+    "TaskHeads",
     "TaskRouter",
     "WarmupRsqrtDecay",
     "__version__",
     "adam_with_warmup",
     "adapt",
     "baselines",
+    "compose",
     "datasets",
     "distribution",
     "export_saved_model",

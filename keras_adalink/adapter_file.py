@@ -92,6 +92,12 @@ def _adapter_record(adalink_backbone):
     }
 
 
+def _task_heads_record(model):
+    """`{"widths": [...]}` of a composed model's `TaskHeads`, else None."""
+    heads = first_nested(model, lambda x: type(x).__name__ == "TaskHeads")
+    return None if heads is None else {"widths": list(heads.widths)}
+
+
 def describe_adapter(model):
     """The JSON record that `save_adapter` writes for `model`."""
     adalink_backbone = find_adalink_backbone(model)
@@ -100,6 +106,7 @@ def describe_adapter(model):
         "format_version": FORMAT_VERSION,
         "keras_adalink_version": __version__,
         "adapter": _adapter_record(adalink_backbone),
+        "task_heads": _task_heads_record(model),
         "backbone": backbone_fingerprint(adalink_backbone.backbone),
         "variables": {
             path: list(v.shape) for path, v in adapter_variables(model).items()
@@ -169,12 +176,12 @@ def read_adapter(path):
     return record, tensors
 
 
-def _differences(prefix, expected, actual):
+def differences(prefix, expected, actual):
     """Human-readable lines for every key where two records differ."""
     if isinstance(expected, dict) and isinstance(actual, dict):
         lines = []
         for key in sorted(set(expected) | set(actual), key=str):
-            lines += _differences(
+            lines += differences(
                 f"{prefix}.{key}" if prefix else str(key),
                 expected.get(key, "<absent>"),
                 actual.get(key, "<absent>"),
@@ -215,11 +222,11 @@ def load_adapter(model, path):
     """
     record, tensors = read_adapter(path)
     expected = describe_adapter(model)
-    problems = _differences(
+    problems = differences(
         "adapter", _weights_config(record), _weights_config(expected)
     )
     file_bb, model_bb = record["backbone"], expected["backbone"]
-    problems += _differences(
+    problems += differences(
         "backbone",
         {k: v for k, v in file_bb.items() if k != "weights_sha256"},
         {k: v for k, v in model_bb.items() if k != "weights_sha256"},
@@ -229,7 +236,10 @@ def load_adapter(model, path):
             "backbone weights: the model's frozen backbone is another "
             "checkpoint than the one the adapter was trained on"
         )
-    problems += _differences(
+    problems += differences(
+        "task_heads", record.get("task_heads"), expected["task_heads"]
+    )
+    problems += differences(
         "variables", record["variables"], expected["variables"]
     )
     for name, shape in expected["variables"].items():

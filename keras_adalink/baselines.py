@@ -17,8 +17,8 @@ compares all of them on the same data.
 import keras
 from keras_hub.models import Backbone
 
-from keras_adalink.models.ada_link_backbone import _rerun_graph
 from keras_adalink.models.ada_link_backbone import deserialize_layers
+from keras_adalink.models.ada_link_backbone import rerun_graph
 
 _LORA_TARGETS = {
     "query_value": ("query", "value", "query_dense", "value_dense"),
@@ -208,7 +208,7 @@ class PromptTuningBackbone(Backbone):
             ),
             backbone.input,
         )
-        outputs = _rerun_graph(backbone, inputs, call_function)
+        outputs = rerun_graph(backbone, inputs, call_function)
         kwargs.setdefault("dtype", backbone.dtype_policy)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.backbone = backbone

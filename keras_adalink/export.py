@@ -50,6 +50,13 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
     process that loads this SavedModel must have them registered
     (`import tensorflow_text` in Python; a model server built with them).
 
+    A model from `keras_adalink.compose` (a `TaskRouter` with task names)
+    gets a string `task` input ([batch] task names, looked up in the
+    graph) in place of `task_id` in `serving_default`; a name the model
+    does not serve fails the request with `InvalidArgumentError` naming it.
+    The int `task_id` signature stays as `serving_task_id` (or
+    `serving_tokens` with a `preprocessor`).
+
     On jax the model is converted with jax2tf using symbolic batch and
     sequence sizes, constrained to `s <= max_sequence_length` where the
     backbone has one (BERT-style position tables check it), without
@@ -93,7 +100,8 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
             "polymorphic_constraints": constraints,
             "with_gradient": False,
         }
-    if preprocessor is None:
+    task_names = _task_names(model)
+    if preprocessor is None and task_names is None:
         model.export(
             str(path),
             format="tf_saved_model",
@@ -103,41 +111,84 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
         )
         return
     archive = keras.export.ExportArchive()
-    model_fn = archive.track_and_add_endpoint(
-        "serving_tokens", model, [specs], **kwargs
+    numeric = (
+        "serving_tokens" if preprocessor is not None else "serving_task_id"
     )
-    serve_text = _text_endpoint(model_fn, preprocessor, specs)
-    archive.track(preprocessor)  # built by the call in _text_endpoint
-    archive.add_endpoint("serving_default", serve_text)
+    model_fn = archive.track_and_add_endpoint(numeric, model, [specs], **kwargs)
+    serve, resources = _request_endpoint(
+        model_fn, specs, preprocessor, task_names
+    )
+    for resource in resources:  # built by the trace in _request_endpoint
+        archive.track(resource)
+    archive.add_endpoint("serving_default", serve)
     archive.write_out(str(path), verbose=verbose)
 
 
-def _text_endpoint(model_fn, preprocessor, specs):
-    """tf.function: `{"text": strings, ...}` -> preprocessor -> model."""
+def _task_names(model):
+    """The task names of a composed model's `TaskRouter`, else None."""
+    from keras_adalink.layers import TaskRouter
+
+    router = first_nested(model, lambda x: isinstance(x, TaskRouter))
+    return None if router is None else router.task_names
+
+
+def _request_endpoint(model_fn, specs, preprocessor, task_names):
+    """tf.function over what a client sends: raw `text` (with
+    `preprocessor`) and/or task names `task` (with `task_names`), turned
+    into the model's inputs in the graph; returns it and what to track."""
     import tensorflow as tf
 
     if not isinstance(specs, dict):
         raise ValueError(
-            "Raw-string export needs a model with named (dict) inputs, like "
-            "KerasHub backbones and tasks."
+            "Raw-string and task-name export need a model with named (dict) "
+            "inputs, like KerasHub backbones and tasks."
         )
+    resources, request_specs, produced = [], {}, {}
+    if preprocessor is not None:
 
-    def features(text):
-        x = preprocessor(text)  # (x, y, sample_weight) when packed
-        return x[0] if isinstance(x, tuple) else x
+        def features(text):
+            x = preprocessor(text)  # (x, y, sample_weight) when packed
+            return x[0] if isinstance(x, tuple) else x
 
-    produced = features(tf.constant(["a"]))
-    if not isinstance(produced, dict):
-        raise ValueError(
-            "`preprocessor` must map strings to a dict of features; "
-            f"{type(preprocessor).__name__} returned {type(produced)}."
+        produced = features(tf.constant(["a"]))
+        if not isinstance(produced, dict):
+            raise ValueError(
+                "`preprocessor` must map strings to a dict of features; "
+                f"{type(preprocessor).__name__} returned {type(produced)}."
+            )
+        request_specs["text"] = tf.TensorSpec((None,), tf.string, name="text")
+        resources.append(preprocessor)
+    if task_names is not None:
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(task_names),
+                tf.range(len(task_names), dtype=tf.int32),
+            ),
+            default_value=-1,
         )
-    passed = {k: s for k, s in specs.items() if k not in produced}
-    text = tf.TensorSpec((None,), tf.string, name="text")
+        resources.append(table)
+        request_specs["task"] = tf.TensorSpec((None,), tf.string, name="task")
+        produced = {**produced, "task_id": None}
+    request_specs.update({k: s for k, s in specs.items() if k not in produced})
 
-    @tf.function(input_signature=[{"text": text, **passed}])
-    def serve_text(request):
-        made = features(request["text"])
+    @tf.function(input_signature=[request_specs])
+    def serve(request):
+        made = features(request["text"]) if preprocessor is not None else {}
+        if task_names is not None:
+            ids = table.lookup(request["task"])
+            unknown = ids < 0
+            check = tf.debugging.Assert(
+                tf.logical_not(tf.reduce_any(unknown)),
+                [
+                    "keras_adalink: unknown task name(s):",
+                    tf.boolean_mask(request["task"], unknown),
+                    f"this model serves {len(task_names)} tasks, e.g.",
+                    tf.constant(task_names[:5]),
+                ],
+                summarize=10,
+            )
+            with tf.control_dependencies([check]):
+                made = {**made, "task_id": tf.identity(ids)}
         return model_fn(
             {
                 k: tf.cast(made[k], s.dtype) if k in made else request[k]
@@ -145,4 +196,4 @@ def _text_endpoint(model_fn, preprocessor, specs):
             }
         )
 
-    return serve_text
+    return serve, resources

@@ -243,3 +243,84 @@ def test_raw_string_export_serves_text(tmp_path):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+_SERVE_NAMES = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    path, request, out = sys.argv[1:4]
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    rows = json.load(open(request))["instances"]
+    batch = {k: tf.constant([row[k] for row in rows]) for k in rows[0]}
+    try:
+        result = {k: v.numpy() for k, v in signature(**batch).items()}
+    except tf.errors.InvalidArgumentError as error:
+        result = {"error": np.array(str(error))}
+    np.savez(out, **result)
+    assert "keras_adalink" not in sys.modules
+    """
+)
+
+
+def _serve_rest(tmp_path, path, instances):
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"instances": instances}))
+    script = tmp_path / "serve_names.py"
+    script.write_text(_SERVE_NAMES)
+    out = tmp_path / "out.npz"
+    result = subprocess.run(
+        [sys.executable, str(script), str(path), str(request), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(np.load(out))
+
+
+def test_composed_model_serves_task_names(tmp_path):
+    from keras_adalink.heads import mean_pooled_classifier
+
+    backbone = BACKBONES["bert"]()
+    singles = {}
+    for seed, (name, width) in enumerate([("sentiment", 2), ("topic", 4)]):
+        model = mean_pooled_classifier(
+            keras_adalink.adapt(backbone, rank=2), width
+        )
+        randomize_adapter(model, seed=seed)
+        singles[name] = model
+    multi = keras_adalink.compose(singles)
+    keras_adalink.export_saved_model(multi, tmp_path / "multi")
+    x = backbone_inputs(backbone, batch=4, seq=9)
+    names = ["topic", "sentiment", "sentiment", "topic"]
+    instances = [
+        {**{k: v[i].tolist() for k, v in x.items()}, "task": names[i]}
+        for i in range(4)
+    ]
+    served = _serve_rest(tmp_path, tmp_path / "multi", instances)
+    np.testing.assert_array_equal(served["num_outputs"], [4, 2, 2, 4])
+    for i, name in enumerate(names):
+        one = {k: v[i : i + 1] for k, v in x.items()}
+        expected = singles[name].predict(one, verbose=0)[0]
+        np.testing.assert_allclose(
+            served["outputs"][i, : len(expected)], expected, atol=1e-5
+        )
+    # An unknown name fails the whole request, naming it.
+    instances[2]["task"] = "sentimnet"
+    failed = _serve_rest(tmp_path, tmp_path / "multi", instances)
+    assert "unknown task name" in str(failed["error"])
+    assert "sentimnet" in str(failed["error"])
+    # Int ids stay available as their own signature.
+    import tensorflow as tf
+
+    signatures = tf.saved_model.load(str(tmp_path / "multi")).signatures
+    assert set(signatures) == {"serving_default", "serving_task_id"}
+    by_id = signatures["serving_task_id"](
+        **{k: tf.constant(v) for k, v in x.items()},
+        task_id=tf.constant([1, 0, 0, 1]),
+    )
+    np.testing.assert_allclose(
+        by_id["outputs"].numpy(), served["outputs"], atol=1e-6
+    )

@@ -72,7 +72,9 @@ class BaseAdaLink(keras.layers.Layer):
         raise NotImplementedError
 
     def _stacked(self, initializer):
-        if self.num_modules is None:
+        if self.num_modules is None or isinstance(
+            initializer, (keras.initializers.Zeros, keras.initializers.Ones)
+        ):
             return initializer
 
         # Initialise each module on its own [d, r] shape: a [T, d, r] fan-in

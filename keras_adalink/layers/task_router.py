@@ -1,4 +1,5 @@
 import keras
+import numpy as np
 from keras import ops
 
 from keras_adalink.layers.base_ada_link import BaseAdaLink
@@ -28,6 +29,10 @@ class TaskRouter(BaseAdaLink):
         down_initializer: initializer for each `W_down[t]`. Defaults to
             `"he_uniform"`.
         up_initializer: initializer for each `W_up[t]`. Defaults to `"zeros"`.
+        task_names: optional list of `num_tasks` distinct strings, the name
+            of each slot (set by `keras_adalink.compose`). Saved in the
+            config and in adapter files; SavedModels of a model with names
+            accept a string `task` input. Defaults to `None`.
         **kwargs: other `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -47,7 +52,7 @@ class TaskRouter(BaseAdaLink):
           "Multi-task AdaLink".
     """
 
-    def __init__(self, num_tasks, rank, **kwargs):
+    def __init__(self, num_tasks, rank, task_names=None, **kwargs):
         super().__init__(rank=rank, **kwargs)
         if (
             isinstance(num_tasks, bool)
@@ -59,6 +64,42 @@ class TaskRouter(BaseAdaLink):
                 f"Received: num_tasks={num_tasks!r}"
             )
         self.num_tasks = num_tasks
+        if task_names is not None:
+            task_names = list(task_names)
+            if len(task_names) != num_tasks or not all(
+                isinstance(n, str) and n for n in task_names
+            ):
+                raise ValueError(
+                    f"`task_names` must be {num_tasks} non-empty strings "
+                    f"(one per task). Received: task_names={task_names!r}"
+                )
+            repeated = sorted(
+                {n for n in task_names if task_names.count(n) > 1}
+            )
+            if repeated:
+                raise ValueError(
+                    "`task_names` must be distinct. Received repeated "
+                    f"names: {repeated[:10]}"
+                )
+        self.task_names = task_names
+
+    def task_index(self, names):
+        """Slot ids (int32 numpy) of task `names`; raises on unknown names."""
+        if self.task_names is None:
+            raise ValueError(
+                f"TaskRouter '{self.name}' has no task names: pass int "
+                "task ids. Models made by `keras_adalink.compose` name them."
+            )
+        index = {n: i for i, n in enumerate(self.task_names)}
+        names = [names] if isinstance(names, str) else list(names)
+        unknown = sorted({str(n) for n in names if n not in index})
+        if unknown:
+            raise ValueError(
+                f"Unknown task name(s) {unknown[:10]}; this model has "
+                f"{self.num_tasks} tasks: {self.task_names[:10]}"
+                + (" ..." if self.num_tasks > 10 else "")
+            )
+        return np.asarray([index[n] for n in names], "int32")
 
     @property
     def num_modules(self):
@@ -74,10 +115,11 @@ class TaskRouter(BaseAdaLink):
             self.check_ids(values)
         task_id = ops.reshape(ops.cast(task_id, "int32"), (-1,))
         valid = ops.logical_and(task_id >= 0, task_id < self.num_tasks)
-        down, up = self._kernels(inputs.dtype)
         safe_id = ops.where(valid, task_id, 0)
-        down = ops.take(down, safe_id, axis=0)
-        up = ops.take(up, safe_id, axis=0)
+        # Gather each example's module first, then cast: with thousands of
+        # tasks, casting whole tables every call would cost O(T*d*r).
+        down = ops.cast(ops.take(self.adalink_down, safe_id, 0), inputs.dtype)
+        up = ops.cast(ops.take(self.adalink_up, safe_id, 0), inputs.dtype)
         hidden = ops.einsum("bnd,bdr->bnr", inputs, down)
         gate = ops.cast(valid, hidden.dtype)[:, None, None]
         return self._finish(
@@ -87,4 +129,5 @@ class TaskRouter(BaseAdaLink):
     def get_config(self):
         config = super().get_config()
         config["num_tasks"] = self.num_tasks
+        config["task_names"] = self.task_names
         return config

@@ -13,7 +13,7 @@ from keras_adalink.models.adapted_call import site_calls
 from keras_adalink.validation import check_inputs
 
 
-def _rerun_graph(model, inputs, call_function):
+def rerun_graph(model, inputs, call_function):
     """Replays `model`'s functional graph on `inputs` through its own layers.
 
     `keras.models.clone_model(call_function=...)` does the same replay but
@@ -116,7 +116,7 @@ class AdaLinkBackbone(Backbone):
                 return graph_layer(*args, **kwargs)
             return sites[i].apply(graph_layer, args, kwargs, calls[i][0])
 
-        outputs = _rerun_graph(backbone, graph_inputs, call_function)
+        outputs = rerun_graph(backbone, graph_inputs, call_function)
         if pending:
             names = [sites[i].layer.name for i in pending.values()]
             raise ValueError(

@@ -1,0 +1,115 @@
+import keras
+import numpy as np
+from keras import ops
+
+from keras_adalink.layers.base_ada_link import concrete_numpy
+
+
+@keras.saving.register_keras_serializable(package="keras_adalink")
+class TaskHeads(keras.layers.Layer):
+    """One linear head per task, picked per example by an int task id.
+
+    Holds `T` heads of different widths as stacked weights `kernel`
+    `[T, d, W]` and `bias` `[T, W]`, `W = max(widths)`, zero beyond each
+    task's own width. Example `b` with task id `t` computes
+    `x_b @ kernel[t] + bias[t]`, so one batch may mix a 2-way classifier, a
+    5-way classifier and a regressor. Outputs are a dict: `"outputs"`
+    `[batch, W]` (or `[batch, sequence, W]`), zero beyond each example's
+    width, and `"num_outputs"` `[batch]`, that width: the first
+    `num_outputs[b]` values of row `b` are its task's logits (or values);
+    the rest are padding, not classes.
+
+    Usually made by `keras_adalink.compose`, which fills each slot with a
+    separately trained task's `Dense` head.
+
+    Args:
+        widths: list of positive ints. Output width of each task's head.
+        **kwargs: other `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: float tensor `[batch, d]` or `[batch, sequence, d]`.
+        task_id: int tensor `[batch]` (or `[batch, 1]`).
+
+    Example:
+    >>> heads = TaskHeads(widths=[2, 5, 1])
+    >>> x = np.random.rand(3, 16).astype("float32")
+    >>> out = heads(x, task_id=np.array([0, 1, 2]))
+    >>> out["outputs"].shape, out["num_outputs"]
+    ((3, 5), [2, 5, 1])
+    """
+
+    def __init__(self, widths, **kwargs):
+        super().__init__(**kwargs)
+        widths = list(widths) if isinstance(widths, (list, tuple)) else widths
+        if (
+            not isinstance(widths, list)
+            or not widths
+            or not all(
+                isinstance(w, int) and not isinstance(w, bool) and w > 0
+                for w in widths
+            )
+        ):
+            raise ValueError(
+                "`widths` must be a non-empty list of positive ints. "
+                f"Received: widths={widths!r}"
+            )
+        self.widths = widths
+
+    @property
+    def num_tasks(self):
+        return len(self.widths)
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        width = max(self.widths)
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.num_tasks, dim, width),
+            initializer="zeros",
+            dtype="float32",
+        )
+        self.bias = self.add_weight(
+            name="bias",
+            shape=(self.num_tasks, width),
+            initializer="zeros",
+            dtype="float32",
+        )
+        self.built = True
+
+    def call(self, inputs, task_id):
+        values = concrete_numpy(task_id)
+        if values is not None and (
+            (values < 0).any() or (values >= self.num_tasks).any()
+        ):
+            raise ValueError(
+                f"`task_id` must be in [0, {self.num_tasks}) for layer "
+                f"'{self.name}'. Received: {sorted(set(values.ravel()))[:10]}"
+            )
+        task_id = ops.reshape(ops.cast(task_id, "int32"), (-1,))
+        kernel = ops.cast(ops.take(self.kernel, task_id, 0), inputs.dtype)
+        bias = ops.cast(ops.take(self.bias, task_id, 0), inputs.dtype)
+        if len(inputs.shape) == 3:
+            outputs = ops.einsum("bnd,bdw->bnw", inputs, kernel)
+            outputs = outputs + bias[:, None, :]
+        else:
+            outputs = ops.einsum("bd,bdw->bw", inputs, kernel) + bias
+        widths = ops.take(np.asarray(self.widths, "int32"), task_id, 0)
+        # Padding stays zero even if the padded weights were trained.
+        keep = ops.arange(max(self.widths))[None, :] < widths[:, None]
+        keep = ops.cast(keep, outputs.dtype)
+        outputs = outputs * (
+            keep[:, None, :] if len(inputs.shape) == 3 else keep
+        )
+        return {"outputs": outputs, "num_outputs": widths}
+
+    def compute_output_spec(self, inputs, task_id):
+        shape = tuple(inputs.shape[:-1]) + (max(self.widths),)
+        return {
+            "outputs": keras.KerasTensor(shape, dtype=self.compute_dtype),
+            "num_outputs": keras.KerasTensor(inputs.shape[:1], dtype="int32"),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config["widths"] = list(self.widths)
+        return config
