@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BACKENDS ?= jax tensorflow torch
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint format docs
+.PHONY: setup demo test test-fast lint format docs notebooks site-check
 
 $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml Makefile
 		-d $(VENV)/share/keras_adalink
 	# Fashion-MNIST (multimodal benchmark only) is a Debian package; best
 	# effort, since it needs root: the library and tests run without it.
+	# Headless Chromium for `make site-check` (Debian package; needs root).
+	@command -v chromium >/dev/null || { apt-get update -q >/dev/null 2>&1; \
+		apt-get install -y -q chromium >/dev/null 2>&1; } || \
+		echo "note: apt-get install chromium failed; make site-check needs it"
 	@test -d /usr/share/datasets/fashion-mnist || \
 		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
 		echo "note: apt-get install dataset-fashion-mnist failed; only benchmarks/multimodal.py needs it"
@@ -47,7 +51,17 @@ lint: $(STAMP)
 
 # The docs site (mkdocs.yml), strict: any broken reference fails the build.
 docs: $(STAMP)
-	$(PY) -m mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
+
+# The built site in headless Chromium: screenshots of the home page, a
+# notebook and the benchmarks page; fails on a blank page or missing image.
+site-check: docs
+	$(PY) docs/check_site.py
+
+# Runs every notebook in full mode and commits its outputs (tens of
+# minutes on 2 CPUs); fails loudly if a cell fails. NAMES=... picks some.
+notebooks: $(STAMP)
+	HF_HUB_OFFLINE=1 KERAS_BACKEND=jax $(PY) examples/notebooks/build_notebooks.py --execute $(NAMES)
 
 format: $(STAMP)
 	$(PY) -m ruff check --fix .

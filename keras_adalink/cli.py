@@ -25,11 +25,36 @@ EXAMPLES = """examples:
   keras-adalink eval --adapter runs/rt --data test.csv
   keras-adalink predict --adapter runs/rt --text "a gorgeous, witty film"
   keras-adalink export --adapter runs/rt --out served/1 --fold
+  keras-adalink compose --adapter runs/rt --adapter topic=runs/news \
+      --out runs/multi
+  keras-adalink predict --adapter runs/multi --task rt --text "witty"
+  keras-adalink export --adapter runs/multi --out served/2
 """
 
 
 class CliError(Exception):
     """A user mistake: printed as one line, exit code 2."""
+
+
+def _backbone_path(run):
+    import keras_adalink
+
+    path = run["backbone"] or keras_adalink.datasets.minilm_path()
+    if not os.path.isdir(path):
+        raise CliError(
+            f"backbone '{path}' is not a local folder; pass --backbone with "
+            "the path of a HuggingFace-format BERT folder or KerasHub preset"
+        )
+    return path
+
+
+def _preprocessor(run):
+    import keras_hub
+
+    return keras_hub.models.BertTextClassifierPreprocessor(
+        keras_hub.models.BertTokenizer.from_preset(_backbone_path(run)),
+        sequence_length=run["sequence_length"],
+    )
 
 
 def _build(run):
@@ -38,19 +63,10 @@ def _build(run):
     import keras_adalink
     from keras_adalink.heads import mean_pooled_classifier
 
-    path = run["backbone"] or keras_adalink.datasets.minilm_path()
-    if not os.path.isdir(path):
-        raise CliError(
-            f"backbone '{path}' is not a local folder; pass --backbone with "
-            "the path of a HuggingFace-format BERT folder or KerasHub preset"
-        )
-    backbone = keras_hub.models.BertBackbone.from_preset(path)
-    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
-        keras_hub.models.BertTokenizer.from_preset(path),
-        sequence_length=run["sequence_length"],
-    )
+    backbone = keras_hub.models.BertBackbone.from_preset(_backbone_path(run))
     adapted = keras_adalink.adapt(backbone, rank=run["rank"])
-    return mean_pooled_classifier(adapted, run["num_outputs"]), preprocessor
+    model = mean_pooled_classifier(adapted, run["num_outputs"])
+    return model, _preprocessor(run)
 
 
 def _features(run, preprocessor, rows, path):
@@ -76,10 +92,10 @@ def _targets(run, rows, path):
     return np.asarray([index[str(v)] for v in values], "int32")
 
 
-def _metrics(run, model, x, y):
+def _metrics(run, predict, x, y):
     import numpy as np
 
-    out = model.predict(x, verbose=0)
+    out = predict(x)
     if run["task"] == "regression":
         pred = out[:, 0]
         return {
@@ -89,21 +105,58 @@ def _metrics(run, model, x, y):
     return {"accuracy": float(np.mean(np.argmax(out, -1) == y))}
 
 
-def _load_run(folder):
-    import keras_adalink
-
+def _read_run(folder):
     spec = os.path.join(folder, "run.json")
     if not os.path.isfile(spec):
         raise CliError(
             f"{folder} is not a keras-adalink run folder (no run.json)"
         )
     with open(spec) as f:
-        run = json.load(f)
-    model, preprocessor = _build(run)
-    keras_adalink.load_adapter(
-        model, os.path.join(folder, "adapter.safetensors")
-    )
-    return run, model, preprocessor
+        return json.load(f)
+
+
+def _load_run(folder):
+    """`(run, model)`; a composed run's model serves all of its tasks."""
+    import keras_adalink
+
+    run = _read_run(folder)
+    path = os.path.join(folder, "adapter.safetensors")
+    if "tasks" in run:
+        base, _ = _build(run["tasks"][run["task_names"][0]])
+        return run, keras_adalink.compose([path], base=base)
+    model, _ = _build(run)
+    keras_adalink.load_adapter(model, path)
+    return run, model
+
+
+def _task(run, model, task):
+    """`(task's run, its preprocessor, x -> its scores)` for `--task`."""
+    import numpy as np
+
+    if "tasks" not in run:
+        if task is not None:
+            raise CliError(
+                "--task picks a task of a composed run (keras-adalink "
+                "compose); this run has one task"
+            )
+        return run, _preprocessor(run), lambda x: model.predict(x, verbose=0)
+    names = run["task_names"]
+    if task not in names:
+        shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+        raise CliError(
+            f"this run serves {len(names)} tasks; pick one with --task NAME "
+            f"({'unknown task ' + repr(task) + '; ' if task else ''}"
+            f"tasks: {shown})"
+        )
+    own = run["tasks"][task]
+
+    def predict(x):
+        size = len(next(iter(x.values())))
+        ids = np.full(size, names.index(task), "int32")
+        out = model.predict({**x, "task_id": ids}, verbose=0)
+        return out["outputs"][:, : own["num_outputs"]]
+
+    return own, _preprocessor(own), predict
 
 
 def default_learning_rate(rank):
@@ -184,6 +237,10 @@ def cmd_train(args):
     keras_adalink.save_adapter(
         model, os.path.join(args.out, "adapter.safetensors")
     )
+
+    def predict(x):
+        return model.predict(x, verbose=0)
+
     metrics = {
         "history": {
             k: [float(v) for v in vs] for k, vs in history.history.items()
@@ -191,10 +248,10 @@ def cmd_train(args):
         "train_steps": int(model.optimizer.iterations.numpy()),
         "learning_rate": learning_rate,
         "decay": args.decay,
-        "train": _metrics(run, model, x, y),
+        "train": _metrics(run, predict, x, y),
     }
     if validation:
-        metrics["validation"] = _metrics(run, model, *validation)
+        metrics["validation"] = _metrics(run, predict, *validation)
     with open(os.path.join(args.out, "run.json"), "w") as f:
         json.dump(run, f, indent=2)
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
@@ -242,11 +299,12 @@ class StopAfter(keras.callbacks.Callback):
 
 
 def cmd_eval(args):
-    run, model, preprocessor = _load_run(args.adapter)
+    run, model = _load_run(args.adapter)
+    run, preprocessor, predict = _task(run, model, args.task)
     rows = read_rows(args.data)
     result = _metrics(
         run,
-        model,
+        predict,
         _features(run, preprocessor, rows, args.data),
         _targets(run, rows, args.data),
     )
@@ -259,32 +317,91 @@ def cmd_eval(args):
 def cmd_predict(args):
     import numpy as np
 
-    run, model, preprocessor = _load_run(args.adapter)
+    run, model = _load_run(args.adapter)
+    run, preprocessor, predict = _task(run, model, args.task)
     if args.data:
         rows = read_rows(args.data)
     elif args.text:
         rows = [{run["text_column"]: t} for t in args.text]
     else:
         raise CliError("give --text TEXT ... or --data FILE")
-    out = model.predict(_features(run, preprocessor, rows, "input"), verbose=0)
+    out = predict(_features(run, preprocessor, rows, "input"))
     for row, scores in zip(rows, out):
         if run["task"] == "regression":
             answer = float(scores[0])
         else:
             answer = run["labels"][int(np.argmax(scores))]
-        print(
-            json.dumps({"text": row[run["text_column"]], "prediction": answer})
-        )
+        line = {"text": row[run["text_column"]], "prediction": answer}
+        if args.task is not None:
+            line["task"] = args.task
+        print(json.dumps(line))
 
 
 def cmd_export(args):
     import keras_adalink
 
-    _, model, _ = _load_run(args.adapter)
+    run, model = _load_run(args.adapter)
+    if args.fold and "tasks" in run:
+        raise CliError(
+            "a composed run cannot be folded (each task has its own "
+            "module); export it unfolded: its SavedModel takes task names"
+        )
     if args.fold:
         model = keras_adalink.fold(model)
     keras_adalink.export_saved_model(model, args.out)
     print(f"SavedModel written to {args.out}")
+
+
+def _adapter_specs(specs):
+    """`[(name or None, folder)]` from `--adapter [NAME=]FOLDER` values."""
+    out = []
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or os.path.isdir(spec):
+            name, folder = None, spec
+        out.append((name or None, folder))
+    return out
+
+
+def cmd_compose(args):
+    import keras_adalink
+    from keras_adalink.adapter_file import find_adalink_backbone
+
+    runs, sources = {}, []
+    for name, folder in _adapter_specs(args.adapter):
+        run = _read_run(folder)
+        path = os.path.join(folder, "adapter.safetensors")
+        if "tasks" in run:  # a composed run brings its tasks and names
+            if name:
+                raise CliError(
+                    f"{folder} is a composed run whose tasks keep their "
+                    f"names; pass it without '{name}='"
+                )
+            sources.append(path)
+            runs.update(run["tasks"])
+        else:
+            name = name or os.path.basename(os.path.normpath(folder))
+            sources.append((name, path))
+            runs[name] = run
+    first = next(iter(runs.values()))
+    base, _ = _build(first)
+    model = keras_adalink.compose(sources, base=base, drop=args.drop or ())
+    names = find_adalink_backbone(model).adapter.task_names
+    os.makedirs(args.out, exist_ok=True)
+    keras_adalink.save_adapter(
+        model, os.path.join(args.out, "adapter.safetensors")
+    )
+    with open(os.path.join(args.out, "run.json"), "w") as f:
+        json.dump(
+            {
+                "backbone": first["backbone"],
+                "task_names": names,
+                "tasks": {n: runs[n] for n in names},
+            },
+            f,
+            indent=2,
+        )
+    print(json.dumps({"tasks": names, "out": args.out}))
 
 
 def cmd_demo(args):
@@ -344,12 +461,14 @@ def parser():
     ev.add_argument("--adapter", required=True, help="a train --out folder")
     ev.add_argument("--data", required=True)
     ev.add_argument("--json", help="also write the metrics here")
+    ev.add_argument("--task", help="task of a composed run")
     ev.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", help="predictions for texts or a file")
     pr.add_argument("--adapter", required=True)
     pr.add_argument("--text", nargs="+")
     pr.add_argument("--data")
+    pr.add_argument("--task", help="task of a composed run")
     pr.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser("export", help="TF-Serving SavedModel (jax/tf)")
@@ -357,6 +476,24 @@ def parser():
     ex.add_argument("--out", required=True)
     ex.add_argument("--fold", action="store_true", help="fold into the table")
     ex.set_defaults(func=cmd_export)
+
+    co = sub.add_parser(
+        "compose",
+        help="one multi-task run from separately trained runs",
+        epilog=EXAMPLES,
+        formatter_class=formatter,
+    )
+    co.add_argument(
+        "--adapter",
+        action="append",
+        required=True,
+        metavar="[NAME=]FOLDER",
+        help="a train --out folder (task named after the folder unless "
+        "NAME= is given) or a composed run (keeps its task names); repeat",
+    )
+    co.add_argument("--drop", action="append", help="leave out this task")
+    co.add_argument("--out", required=True, help="the composed run folder")
+    co.set_defaults(func=cmd_compose)
 
     from keras_adalink.demo import add_arguments
 

@@ -38,7 +38,7 @@ def _write_csv(path, n, split):
 
 
 @pytest.mark.parametrize(
-    "command", ["train", "eval", "predict", "export", "demo"]
+    "command", ["train", "eval", "predict", "export", "compose", "demo"]
 )
 def test_help_with_examples(command):
     out = _run(command, "--help").stdout
@@ -214,3 +214,141 @@ def test_train_regression_reports_pearson(tmp_path):
     assert len(metrics["history"]["pearson"]) == 1
     assert -1 <= metrics["train"]["pearson"] <= 1
     assert (out / "learning_curve.png").stat().st_size > 1000
+
+
+def _train(tmp_path, name, data, label, task):
+    out = tmp_path / name
+    _run(
+        "train",
+        "--data",
+        str(data),
+        "--text-column",
+        "review",
+        "--label-column",
+        label,
+        "--task",
+        task,
+        "--rank",
+        "2" if task == "regression" else "4",
+        "--max-steps",
+        "2",
+        "--sequence-length",
+        "16",
+        "--out",
+        str(out),
+    )
+    return out
+
+
+def _predictions(*args):
+    lines = _run("predict", *args).stdout.strip().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="15 CLI processes; the CLI's logic is backend-independent and "
+    "compose itself is tested on every backend (tests/test_compose.py)",
+)
+def test_compose_runs_then_eval_predict_export(tmp_path):
+    data = tmp_path / "d.csv"
+    _write_csv(data, 32, "train")
+    rows = list(csv.DictReader(open(data)))
+    with open(data, "w", newline="") as f:  # add a regression target
+        writer = csv.DictWriter(f, ["review", "sentiment", "length"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "length": len(row["review"]) / 100})
+    sentiment = _train(
+        tmp_path, "sentiment", data, "sentiment", "classification"
+    )
+    length = _train(tmp_path, "len_run", data, "length", "regression")
+    multi = tmp_path / "multi"
+    composed = json.loads(
+        _run(
+            "compose",
+            "--adapter",
+            str(sentiment),
+            "--adapter",
+            f"length={length}",
+            "--out",
+            str(multi),
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    assert composed["tasks"] == ["sentiment", "length"]
+    texts = ["a gorgeous, witty film", "a dull mess", "fine"]
+    for task, run in [("sentiment", sentiment), ("length", length)]:
+        alone = _predictions("--adapter", str(run), "--text", *texts)
+        both = _predictions(
+            "--adapter", str(multi), "--task", task, "--text", *texts
+        )
+        assert [p["task"] for p in both] == [task] * 3
+        for a, b in zip(alone, both):
+            assert a["text"] == b["text"]
+            if task == "sentiment":
+                assert a["prediction"] == b["prediction"]
+            else:
+                assert a["prediction"] == pytest.approx(b["prediction"], 1e-4)
+        own = json.loads(
+            _run("eval", "--adapter", str(run), "--data", str(data))
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        via = json.loads(
+            _run(
+                "eval",
+                "--adapter",
+                str(multi),
+                "--task",
+                task,
+                "--data",
+                str(data),
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        assert via == pytest.approx(own, rel=1e-4)
+    # Without --task, or with an unknown one, the error lists the tasks.
+    missing = _run(
+        "predict", "--adapter", str(multi), "--text", "x", check=False
+    )
+    assert missing.returncode == 2 and "sentiment, length" in missing.stderr
+    # Duplicate names are refused, naming them; the composed run grows
+    # and shrinks by task.
+    dup = _run(
+        "compose",
+        "--adapter",
+        str(multi),
+        "--adapter",
+        f"length={sentiment}",
+        "--out",
+        str(tmp_path / "dup"),
+        check=False,
+    )
+    assert dup.returncode == 2 and "repeated" in dup.stderr
+    grown = json.loads(
+        _run(
+            "compose",
+            "--adapter",
+            str(multi),
+            "--adapter",
+            f"again={sentiment}",
+            "--drop",
+            "length",
+            "--out",
+            str(tmp_path / "grown"),
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    assert grown["tasks"] == ["sentiment", "again"]
+    if keras.backend.backend() != "torch":
+        _run("export", "--adapter", str(multi), "--out", str(tmp_path / "sm"))
+        import tensorflow as tf
+
+        signatures = tf.saved_model.load(str(tmp_path / "sm")).signatures
+        inputs = signatures["serving_default"].structured_input_signature[1]
+        assert "task" in inputs and "task_id" not in inputs

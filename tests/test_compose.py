@@ -305,10 +305,15 @@ def test_task_heads_layer():
         v.assign(rng.normal(size=v.shape).astype("float32"))
     out = to_numpy(heads(x, task_id=np.array([0, 1, 2])))["outputs"]
     kernel, bias = (to_numpy(v) for v in heads.weights)
+    assert tuple(kernel.shape) == (8, 4)  # no padding: 2 + 5 + 1 rows
     np.testing.assert_allclose(
-        out[0, :2], x[0] @ kernel[0][:, :2] + bias[0][:2], atol=1e-5
+        out[0, :2], x[0] @ kernel[0:2].T + bias[0:2], atol=1e-5
     )
-    np.testing.assert_array_equal(out[0, 2:], 0)  # masked, though trained
+    np.testing.assert_allclose(
+        out[1], x[1] @ kernel[2:7].T + bias[2:7], atol=1e-5
+    )
+    np.testing.assert_allclose(out[2, 0], x[2] @ kernel[7] + bias[7], atol=1e-5)
+    np.testing.assert_array_equal(out[0, 2:], 0)  # other tasks' rows masked
     np.testing.assert_array_equal(out[2, 1:], 0)
     restored = keras.layers.deserialize(keras.layers.serialize(heads))
     assert restored.widths == [2, 5, 1]

@@ -1,17 +1,32 @@
 """Writes the Colab notebooks in this folder from the cells below.
 
-    .venv/bin/python examples/notebooks/build_notebooks.py
+    .venv/bin/python examples/notebooks/build_notebooks.py            # sources
+    .venv/bin/python examples/notebooks/build_notebooks.py --execute  # + outputs
 
 The notebooks are the product; this script keeps their text in one
-reviewable place. tests/test_notebooks.py runs every notebook in fast mode
-(KERAS_ADALINK_FAST=1) and checks the committed files match this script.
+reviewable place. `--execute` (`make notebooks`) runs each one in full mode
+(the real budget) and commits it with its outputs and plots, the date and
+the Keras backend, and records how long it took in `timings.json` (shown in
+each notebook's first cell). Without `--execute`, a notebook whose cells
+are unchanged keeps its committed outputs. tests/test_notebooks.py runs
+every notebook in fast mode (KERAS_ADALINK_FAST=1) and checks that the
+committed cells match this script and carry outputs.
 """
 
+import argparse
+import datetime
+import json
 import os
+import sys
+import time
 
 import nbformat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TIMINGS = os.path.join(HERE, "timings.json")
+# Where the project is published (Colab opens notebooks from there); the
+# one place to change it.
+REPOSITORY = "keras-adalink/keras-adalink"
 
 INSTALL = """\
 # Colab: install keras-adalink and its offline assets. From a clone with
@@ -86,9 +101,36 @@ model.compile(
 adapter = sum(int(np.prod(w.shape)) for w in model.trainable_weights if "adalink" in w.path)
 print(f"trainable: {sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} "
       f"(adapter {adapter:,} = {100 * adapter / backbone.count_params():.3f}% of the backbone)")
-model.fit(x_train, y_train, batch_size=32, epochs=2, verbose=2)
+history = model.fit(x_train, y_train, batch_size=32, epochs=2, verbose=2,
+                    validation_data=(x_test, y_test))
 loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
 print(f"test accuracy {accuracy:.4f}")
+""",
+    ),
+    (
+        "md",
+        "Against the cheapest alternative on the same frozen model, a "
+        "linear probe (the same mean-pooled head, no adapter), with the "
+        "same budget:",
+    ),
+    (
+        "code",
+        """\
+import matplotlib.pyplot as plt
+probe = mean_pooled_classifier(backbone, num_outputs=2)  # backbone frozen by adapt()
+probe.compile(optimizer=keras_adalink.adam_with_warmup(1e-2, steps),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              metrics=["accuracy"])
+probe_history = probe.fit(x_train, y_train, batch_size=32, epochs=2, verbose=0,
+                          validation_data=(x_test, y_test))
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+for name, h in [("AdaLink r4 + head", history), ("head only", probe_history)]:
+    epochs = range(1, len(h.history["loss"]) + 1)
+    axes[0].plot(epochs, h.history["loss"], marker="o", label=name)
+    axes[1].plot(epochs, h.history["val_accuracy"], marker="o", label=name)
+for ax, title in zip(axes, ["training loss", "test accuracy"]):
+    ax.set_xlabel("epoch"); ax.set_xticks(list(epochs)); ax.set_title(title); ax.legend()
+plt.tight_layout(); plt.show()
 """,
     ),
     (
@@ -200,6 +242,115 @@ folded = keras_adalink.fold(adapted, task_id=1)  # a plain BertBackbone
 print(type(folded).__name__)
 """,
     ),
+    (
+        "md",
+        "## Trained apart, served together: `compose`\n\n"
+        "Teams usually train tasks one at a time, on different days. "
+        "`keras_adalink.compose` puts separately trained adapters (models "
+        "or adapter files) on the same frozen backbone into one model: "
+        "task k's module fills slot k of a `TaskRouter`, its head slot k "
+        "of a `TaskHeads` layer (heads may differ in width), and every "
+        "example of a mixed batch gets exactly what its own model gives. "
+        "Three tasks, each trained on its own:",
+    ),
+    (
+        "code",
+        """\
+tw_texts, tw_y = vader("tweets", "train")
+jobs = {  # name: (texts, targets, head width, loss)
+    "sentiment": (rt_texts[:n], rt_y[:n], 2,
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+    "movie_intensity": (mv_texts[:n], mv_y[:n] / 4, 1, "mse"),
+    "tweet_intensity": (tw_texts[:n], tw_y[:n] / 4, 1, "mse"),
+}
+separate = {}
+for name, (task_texts, targets, width, loss) in jobs.items():
+    single = mean_pooled_classifier(keras_adalink.adapt(backbone, rank=4), width)
+    single.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss)
+    single.fit(featurize(preprocess, task_texts), targets, batch_size=32,
+               epochs=2, verbose=0)
+    keras_adalink.save_adapter(single, f"{name}.safetensors")  # what a team ships
+    separate[name] = single
+    print(name, "trained alone;", os.path.getsize(f"{name}.safetensors"), "bytes")
+""",
+    ),
+    (
+        "code",
+        """\
+multi = keras_adalink.compose([f"{name}.safetensors" for name in jobs],
+                              base=separate["sentiment"])
+names = list(jobs)
+probe_x = featurize(preprocess, probe)
+mixed_ids = np.int32([0, 1, 2, 0])
+out = multi.predict({**probe_x, "task_id": mixed_ids}, verbose=0)
+for text, t, row, width in zip(probe, mixed_ids, out["outputs"], out["num_outputs"]):
+    alone = separate[names[t]].predict({k: v[:1] for k, v in featurize(preprocess, [text]).items()},
+                                       verbose=0)[0]
+    assert np.allclose(row[:width], alone, atol=1e-4)  # exactly its own model's answer
+    print(f"{names[t]:>16}: {np.round(row[:width], 3)}  <- {text}")
+""",
+    ),
+    (
+        "md",
+        "Scores on held-out data: the jointly trained `TaskRouter` above, "
+        "each task trained alone, and the composed model (which must equal "
+        "the separate runs).",
+    ),
+    (
+        "code",
+        """\
+import json
+import matplotlib.pyplot as plt
+m_test = 64 if FAST else 1000
+tests = {"sentiment": rotten_tomatoes("test"), "movie_intensity": vader("movie_reviews", "test"),
+         "tweet_intensity": vader("tweets", "test")}
+def score(name, out):  # accuracy for the classifier, Pearson r for the regressions
+    y = tests[name][1][:m_test]
+    if name == "sentiment":
+        return float(np.mean(np.argmax(out, -1) == y))
+    return float(np.corrcoef(out[:, 0], y)[0, 1])
+scores = {"TaskRouter (joint)": {}, "separate runs": {}, "composed": {}}
+for k, name in enumerate(names):
+    feats = featurize(preprocess, tests[name][0][:m_test])
+    scores["separate runs"][name] = score(name, separate[name].predict(feats, verbose=0))
+    out = multi.predict({**feats, "task_id": np.full(m_test, k, "int32")}, verbose=0)
+    scores["composed"][name] = score(name, out["outputs"][:, :out["num_outputs"][0]])
+    if name != "tweet_intensity":  # the joint model has two tasks
+        joint = model.predict({**feats, "task_id": np.full(m_test, k, "int32")}, verbose=0)
+        scores["TaskRouter (joint)"][name] = score(
+            name, joint["sentiment"] if k == 0 else joint["intensity"])
+fig, ax = plt.subplots(figsize=(8, 3.2))
+for i, (label, by_task) in enumerate(scores.items()):
+    xs = [names.index(t) + 0.27 * (i - 1) for t in by_task]
+    ax.bar(xs, list(by_task.values()), width=0.27, label=label)
+ax.set_xticks(range(3), ["sentiment\\n(accuracy)", "movie intensity\\n(Pearson r)",
+                         "tweet intensity\\n(Pearson r)"])
+ax.set_ylim(0, 1); ax.legend(fontsize=8); ax.set_title("held-out scores per task")
+plt.tight_layout(); plt.show()
+print(json.dumps(scores, indent=1))
+""",
+    ),
+    (
+        "md",
+        "One SavedModel serves all three by name. With the preprocessor "
+        "inside, a client sends raw text and a task name per row; an "
+        "unknown name fails the request, naming it.",
+    ),
+    (
+        "code",
+        """\
+import tensorflow as tf, tensorflow_text  # noqa: F401 (tokenizer ops)
+if keras.backend.backend() in ("jax", "tensorflow"):
+    keras_adalink.export_saved_model(multi, "served_multi", preprocessor=preprocess)
+    serve = tf.saved_model.load("served_multi").signatures["serving_default"]
+    reply = serve(text=tf.constant(probe), task=tf.constant([names[t] for t in mixed_ids]))
+    print(np.round(reply["outputs"].numpy(), 3), reply["num_outputs"].numpy())
+    try:
+        serve(text=tf.constant(["fine"]), task=tf.constant(["topic"]))
+    except tf.errors.InvalidArgumentError as error:
+        print("refused:", str(error).splitlines()[0][:120])
+""",
+    ),
 ]
 
 MULTIMODAL = [
@@ -264,6 +415,52 @@ model.fit(x, labels, batch_size=16, epochs=1 if FAST else 3, verbose=2)
     ),
     (
         "md",
+        "What the image and text modules buy: held-out accuracy by "
+        "question type, against the same frozen model with only the head "
+        "trained (adapters left at their identity init). The VLM is "
+        "random, so both are weak; the gap is the modules' effect.",
+    ),
+    (
+        "code",
+        """\
+import matplotlib.pyplot as plt
+from easy_vqa import get_test_image_paths, get_test_questions
+test_q, test_a, test_img = get_test_questions()
+m = 64 if FAST else 1000
+test_images = np.stack([keras.utils.img_to_array(keras.utils.load_img(get_test_image_paths()[i]))
+                        / 255.0 for i in test_img[:m]]).astype("float32")
+test_ids = np.zeros((m, seq), "int32"); test_mask = np.zeros((m, seq), "int32")
+for i, q in enumerate(test_q[:m]):
+    t = keras.ops.convert_to_numpy(tokenizer(q))[:seq]
+    test_ids[i, :len(t)] = t; test_mask[i, :len(t)] = 1
+x_test = {"images": test_images, "token_ids": test_ids, "padding_mask": test_mask,
+          "response_mask": np.zeros_like(test_mask)}
+y_test = np.int32([vocab.index(a) for a in test_a[:m]])
+kind = np.array(["yes/no" if a in ("yes", "no") else
+                 "shape" if a in ("circle", "rectangle", "triangle") else "color"
+                 for a in test_a[:m]])
+
+frozen = keras_adalink.adapt(vlm, rank=4, modalities=["image", "text"])
+frozen.adapter.trainable = False  # identity modules: a head-only baseline
+pooled = keras.layers.GlobalAveragePooling1D()(frozen(frozen.input))
+head_only = keras.Model(frozen.input, keras.layers.Dense(len(vocab), name="head")(pooled))
+head_only.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+head_only.fit(x, labels, batch_size=16, epochs=1 if FAST else 3, verbose=0)
+
+fig, ax = plt.subplots(figsize=(7, 3.2))
+types = ["color", "shape", "yes/no"]
+for i, (label, m_) in enumerate([("image + text modules", model), ("head only", head_only)]):
+    right = np.argmax(m_.predict(x_test, verbose=0), -1) == y_test
+    accs = [float(right[kind == t].mean()) for t in types]
+    ax.bar(np.arange(3) + 0.4 * (i - 0.5), accs, width=0.4, label=label)
+    print(label, dict(zip(types, np.round(accs, 3))))
+ax.set_xticks(range(3), types); ax.set_ylim(0, 1); ax.set_ylabel("held-out accuracy")
+ax.legend(fontsize=8); plt.tight_layout(); plt.show()
+""",
+    ),
+    (
+        "md",
         "The paper's ablation, one module shared by both modalities, is "
         "`unified=True` (same shapes, one set of weights):",
     ),
@@ -301,6 +498,39 @@ x = {k: v.astype("int32") for k, v in x.items()}  # the signature takes int32 (t
 diff = np.max(np.abs(served.predict(x, verbose=0) - classifier.predict(x, verbose=0)))
 print("folded model has an adapter layer:", any("adalink" in w.path for w in served.weights))
 print(f"max |folded - adapted| = {diff:.1e}")
+""",
+    ),
+    (
+        "md",
+        "What each serving option costs: median time of one compiled batch, "
+        "timed side by side (interleaved rounds) in this process.",
+    ),
+    (
+        "code",
+        """\
+import time
+import matplotlib.pyplot as plt
+b, n = (4, 32) if FAST else (32, 128)
+rng = np.random.default_rng(1)
+batch = {"token_ids": rng.integers(1000, 30000, (b, n)).astype("int32"),
+         "segment_ids": np.zeros((b, n), "int32"), "padding_mask": np.ones((b, n), "int32")}
+prompted = mean_pooled_classifier(keras_adalink.baselines.prompt_tuning(
+    keras_hub.models.BertBackbone.from_preset(minilm_path()), 64), 2)
+variants = {"frozen": mean_pooled_classifier(backbone, 2), "AdaLink folded": served,
+            "AdaLink unfolded": classifier, "prompt tuning (64 tokens)": prompted}
+times = {name: [] for name in variants}
+for m_ in variants.values():
+    m_.predict_on_batch(batch)  # compile
+for _ in range(2 if FAST else 15):
+    for name, m_ in variants.items():
+        start = time.perf_counter(); m_.predict_on_batch(batch)
+        times[name].append(1000 * (time.perf_counter() - start))
+medians = {name: float(np.median(t)) for name, t in times.items()}
+fig, ax = plt.subplots(figsize=(7, 2.8))
+ax.barh(list(medians), list(medians.values()))
+ax.set_xlabel(f"ms per batch of {b} x {n} (median)"); ax.invert_yaxis()
+plt.tight_layout(); plt.show()
+print({k: round(v, 1) for k, v in medians.items()})
 """,
     ),
     (
@@ -360,8 +590,34 @@ NOTEBOOKS = {
 }
 
 
+def _timings():
+    if not os.path.exists(TIMINGS):
+        return {}
+    with open(TIMINGS) as f:
+        return json.load(f)
+
+
+def header(name):
+    """First cell: the Colab link and the measured time on a CPU."""
+    url = (
+        f"https://colab.research.google.com/github/{REPOSITORY}/blob/main/"
+        f"examples/notebooks/{name}"
+    )
+    badge = "https://colab.research.google.com/assets/colab-badge.svg"
+    timing = _timings().get(name)
+    when = "Not executed in full mode yet."
+    if timing:
+        when = (
+            f"Runs in about {max(1, round(timing['seconds'] / 60))} min on "
+            f"a {timing['cpus']}-core CPU (last executed {timing['date']}, "
+            f"Keras {timing['keras']}, {timing['backend']} backend); the "
+            "outputs below are from that run."
+        )
+    return f"[![Open In Colab]({badge})]({url})\n\n{when}"
+
+
 def build(name):
-    cells = []
+    cells = [nbformat.v4.new_markdown_cell(header(name))]
     for kind, text in NOTEBOOKS[name]:
         make = (
             nbformat.v4.new_markdown_cell
@@ -384,10 +640,70 @@ def build(name):
     return notebook
 
 
+def same_cells(a, b):
+    """Whether two notebooks have the same cells (types and sources)."""
+    return [(c.cell_type, c.source) for c in a.cells] == [
+        (c.cell_type, c.source) for c in b.cells
+    ]
+
+
+def execute(name):
+    """Runs `name` in full mode; returns it with outputs, and the seconds."""
+    import keras
+    from nbclient import NotebookClient
+
+    notebook = build(name)
+    os.environ.pop("KERAS_ADALINK_FAST", None)  # full mode: the real budget
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    work = os.path.join(HERE, ".run", name.removesuffix(".ipynb"))
+    os.makedirs(work, exist_ok=True)
+    start = time.perf_counter()
+    NotebookClient(
+        notebook,
+        timeout=3600,
+        kernel_name="python3",
+        resources={"metadata": {"path": work}},
+    ).execute()  # raises CellExecutionError, failing `make notebooks` loudly
+    seconds = time.perf_counter() - start
+    timing = {
+        "seconds": round(seconds, 1),
+        "date": datetime.date.today().isoformat(),
+        "backend": os.environ["KERAS_BACKEND"],
+        "keras": keras.__version__,
+        "cpus": os.cpu_count(),
+    }
+    timings = _timings()
+    timings[name] = timing
+    with open(TIMINGS, "w") as f:
+        json.dump(timings, f, indent=2, sort_keys=True)
+        f.write("\n")
+    notebook.cells[0].source = header(name)
+    notebook.metadata["keras_adalink"] = {"executed": timing}
+    return notebook
+
+
 def main():
-    for name in NOTEBOOKS:
-        nbformat.write(build(name), os.path.join(HERE, name))
-        print("wrote", name)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--execute", action="store_true")
+    parser.add_argument("names", nargs="*", help="notebooks (default: all)")
+    args = parser.parse_args()
+    for name in args.names or list(NOTEBOOKS):
+        path = os.path.join(HERE, name)
+        if args.execute:
+            start = time.perf_counter()
+            nbformat.write(execute(name), path)
+            took = time.perf_counter() - start
+            print(f"executed {name} in {took:.0f} s", flush=True)
+            continue
+        fresh = build(name)
+        if os.path.exists(path):
+            committed = nbformat.read(path, as_version=4)
+            if same_cells(committed, fresh):
+                print("unchanged", name)
+                continue
+        nbformat.write(fresh, path)
+        print("wrote", name, "(sources only: run with --execute)")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -9,13 +9,15 @@ from keras_adalink.layers.base_ada_link import concrete_numpy
 class TaskHeads(keras.layers.Layer):
     """One linear head per task, picked per example by an int task id.
 
-    Holds `T` heads of different widths as stacked weights `kernel`
-    `[T, d, W]` and `bias` `[T, W]`, `W = max(widths)`, zero beyond each
-    task's own width. Example `b` with task id `t` computes
-    `x_b @ kernel[t] + bias[t]`, so one batch may mix a 2-way classifier, a
-    5-way classifier and a regressor. Outputs are a dict: `"outputs"`
-    `[batch, W]` (or `[batch, sequence, W]`), zero beyond each example's
-    width, and `"num_outputs"` `[batch]`, that width: the first
+    Holds `T` heads of different widths end to end, without padding:
+    `kernel` `[sum(widths), d]` (row `offset[t] + j` is output unit `j` of
+    task `t`) and `bias` `[sum(widths)]`, so each task costs exactly its
+    own head's weights. Example `b` with task id `t` computes
+    `x_b @ kernel[offset[t]:offset[t] + widths[t]].T + bias[...]`, so one
+    batch may mix a 2-way classifier, a 5-way classifier and a regressor.
+    Outputs are a dict: `"outputs"` `[batch, W]` (or `[batch, sequence,
+    W]`), `W = max(widths)`, zero beyond each example's width, and
+    `"num_outputs"` `[batch]`, that width: the first
     `num_outputs[b]` values of row `b` are its task's logits (or values);
     the rest are padding, not classes.
 
@@ -59,22 +61,34 @@ class TaskHeads(keras.layers.Layer):
     def num_tasks(self):
         return len(self.widths)
 
+    @property
+    def offsets(self):
+        return np.concatenate([[0], np.cumsum(self.widths)[:-1]]).astype(
+            "int32"
+        )
+
     def build(self, input_shape):
         dim = input_shape[-1]
-        width = max(self.widths)
         self.kernel = self.add_weight(
             name="kernel",
-            shape=(self.num_tasks, dim, width),
+            shape=(sum(self.widths), dim),
             initializer="zeros",
             dtype="float32",
         )
         self.bias = self.add_weight(
             name="bias",
-            shape=(self.num_tasks, width),
+            shape=(sum(self.widths),),
             initializer="zeros",
             dtype="float32",
         )
         self.built = True
+
+    def split(self, kernel, bias):
+        """Task `k`'s `(kernel [d, w], bias [w])` from numpy weights."""
+        return [
+            (kernel[o : o + w].T, bias[o : o + w])
+            for o, w in zip(self.offsets, self.widths)
+        ]
 
     def call(self, inputs, task_id):
         values = concrete_numpy(task_id)
@@ -86,17 +100,20 @@ class TaskHeads(keras.layers.Layer):
                 f"'{self.name}'. Received: {sorted(set(values.ravel()))[:10]}"
             )
         task_id = ops.reshape(ops.cast(task_id, "int32"), (-1,))
-        kernel = ops.cast(ops.take(self.kernel, task_id, 0), inputs.dtype)
-        bias = ops.cast(ops.take(self.bias, task_id, 0), inputs.dtype)
+        widths = ops.take(np.asarray(self.widths, "int32"), task_id, 0)
+        # Rows offset[t] .. offset[t] + W - 1 of the tables; rows past the
+        # task's width (another task's, or clipped at the end) are masked.
+        units = ops.arange(max(self.widths), dtype="int32")
+        rows = ops.take(self.offsets, task_id, 0)[:, None] + units[None, :]
+        rows = ops.minimum(rows, sum(self.widths) - 1)
+        kernel = ops.cast(ops.take(self.kernel, rows, 0), inputs.dtype)
+        bias = ops.cast(ops.take(self.bias, rows, 0), inputs.dtype)
         if len(inputs.shape) == 3:
-            outputs = ops.einsum("bnd,bdw->bnw", inputs, kernel)
+            outputs = ops.einsum("bnd,bwd->bnw", inputs, kernel)
             outputs = outputs + bias[:, None, :]
         else:
-            outputs = ops.einsum("bd,bdw->bw", inputs, kernel) + bias
-        widths = ops.take(np.asarray(self.widths, "int32"), task_id, 0)
-        # Padding stays zero even if the padded weights were trained.
-        keep = ops.arange(max(self.widths))[None, :] < widths[:, None]
-        keep = ops.cast(keep, outputs.dtype)
+            outputs = ops.einsum("bd,bwd->bw", inputs, kernel) + bias
+        keep = ops.cast(units[None, :] < widths[:, None], outputs.dtype)
         outputs = outputs * (
             keep[:, None, :] if len(inputs.shape) == 3 else keep
         )

@@ -1,3 +1,5 @@
+import collections
+
 import keras
 import numpy as np
 from keras import ops
@@ -74,7 +76,7 @@ class TaskRouter(BaseAdaLink):
                     f"(one per task). Received: task_names={task_names!r}"
                 )
             repeated = sorted(
-                {n for n in task_names if task_names.count(n) > 1}
+                n for n, c in collections.Counter(task_names).items() if c > 1
             )
             if repeated:
                 raise ValueError(
