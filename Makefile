@@ -19,12 +19,12 @@ $(STAMP): pyproject.toml Makefile
 	# on demand by keras_adalink.datasets.vader().
 	$(PY) -m pip download -q --no-deps --no-binary :all: vadersentiment==3.3.2 \
 		-d $(VENV)/share/keras_adalink
-	# Fashion-MNIST (multimodal benchmark only) is a Debian package; best
-	# effort, since it needs root: the library and tests run without it.
 	# Headless Chromium for `make site-check` (Debian package; needs root).
 	@command -v chromium >/dev/null || { apt-get update -q >/dev/null 2>&1; \
 		apt-get install -y -q chromium >/dev/null 2>&1; } || \
 		echo "note: apt-get install chromium failed; make site-check needs it"
+	# Fashion-MNIST (multimodal benchmark only) is a Debian package; best
+	# effort, since it needs root: the library and tests run without it.
 	@test -d /usr/share/datasets/fashion-mnist || \
 		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
 		echo "note: apt-get install dataset-fashion-mnist failed; only benchmarks/multimodal.py needs it"
@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 KERAS_BACKEND=jax $(PY) examples/sentiment_demo.py
+	@HF_HUB_OFFLINE=1 KERAS_BACKEND=jax $(PY) examples/sentiment_demo.py
 
 # The whole suite once per backend; stops at the first failing backend.
 test: $(STAMP)

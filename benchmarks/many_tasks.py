@@ -335,6 +335,22 @@ def targets(report):
     return met
 
 
+def ratio_table(rows, label, key, spec):
+    """Markdown rows: variant, `key`, time ratio [IQR], throughput ratio."""
+    lines = [
+        f"| variant | {label} | time ratio [IQR] | throughput ratio |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        lo, hi = r["time_ratio_iqr"]
+        lines.append(
+            f"| {r['variant']} | {r[key]:{spec}} | "
+            f"{r['time_ratio']:.3f} [{lo:.3f}, {hi:.3f}] | "
+            f"{r['throughput_ratio']:.3f} |"
+        )
+    return lines
+
+
 def write(report, meta=None):
     report["targets_met"] = targets(report)
     report["meta"] = meta or dict(
@@ -359,16 +375,8 @@ def write(report, meta=None):
         "",
         "![serving throughput and size vs number of tasks](many_tasks.png)",
         "",
-        "| variant | median ms | time ratio [IQR] | throughput ratio |",
-        "|---|---|---|---|",
     ]
-    for r in report["serving"]:
-        lo, hi = r["time_ratio_iqr"]
-        lines.append(
-            f"| {r['variant']} | {r['median_ms']:.1f} | "
-            f"{r['time_ratio']:.3f} [{lo:.3f}, {hi:.3f}] | "
-            f"{r['throughput_ratio']:.3f} |"
-        )
+    lines += ratio_table(report["serving"], "median ms", "median_ms", ".1f")
     lines += [
         "",
         "Size (adapter + head weights in the model; one task's own adapter "
@@ -406,16 +414,8 @@ def write(report, meta=None):
         f"{args['lm_prompt']}, {args['lm_length'] - args['lm_prompt']} new "
         f"tokens, greedy, {args['lm_rounds']} interleaved rounds.",
         "",
-        "| variant | tokens/s | time ratio [IQR] | throughput ratio |",
-        "|---|---|---|---|",
     ]
-    for r in report["generate"]:
-        lo, hi = r["time_ratio_iqr"]
-        lines.append(
-            f"| {r['variant']} | {r['tokens_per_s']:.0f} | "
-            f"{r['time_ratio']:.3f} [{lo:.3f}, {hi:.3f}] | "
-            f"{r['throughput_ratio']:.3f} |"
-        )
+    lines += ratio_table(report["generate"], "tokens/s", "tokens_per_s", ".0f")
     lines += ["", "Targets:", ""]
     lines += [
         f"- {k}: {'met' if v else 'MISSED'}"

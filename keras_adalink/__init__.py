@@ -1,5 +1,18 @@
 """AdaLink: non-intrusive, input-centric adaptation of frozen transformers."""
 
+import os as _os
+import sys as _sys
+
+# The console script and `make demo` start quietly (keras_adalink/quiet.py);
+# this runs before anything below imports TensorFlow. Library users are
+# untouched.
+if _os.environ.get("KERAS_ADALINK_QUIET_START") or (
+    _os.path.basename(_sys.argv[0] if _sys.argv else "") == "keras-adalink"
+):
+    from keras_adalink.quiet import quiet_start as _quiet_start
+
+    _quiet_start()
+
 from keras_adalink import baselines
 from keras_adalink import datasets
 from keras_adalink import distribution
@@ -16,6 +29,7 @@ from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskHeads
 from keras_adalink.layers import TaskRouter
+from keras_adalink.metrics import PearsonR
 from keras_adalink.models import AdaLinkBackbone
 from keras_adalink.schedules import WarmupRsqrtDecay
 from keras_adalink.schedules import adam_with_warmup
@@ -25,6 +39,7 @@ __all__ = [
     "AdaLink",
     "AdaLinkBackbone",
     "ModalityRouter",
+    "PearsonR",
     "TaskHeads",
     "TaskRouter",
     "WarmupRsqrtDecay",

@@ -16,6 +16,7 @@ import keras
 
 from keras_adalink.datasets import column
 from keras_adalink.datasets import read_rows
+from keras_adalink.quiet import progress
 from keras_adalink.schedules.warmup_rsqrt_decay import DECAYS
 
 EXAMPLES = """examples:
@@ -25,7 +26,7 @@ EXAMPLES = """examples:
   keras-adalink eval --adapter runs/rt --data test.csv
   keras-adalink predict --adapter runs/rt --text "a gorgeous, witty film"
   keras-adalink export --adapter runs/rt --out served/1 --fold
-  keras-adalink compose --adapter runs/rt --adapter topic=runs/news \
+  keras-adalink compose --adapter runs/rt --adapter topic=runs/news \\
       --out runs/multi
   keras-adalink predict --adapter runs/multi --task rt --text "witty"
   keras-adalink export --adapter runs/multi --out served/2
@@ -73,9 +74,8 @@ def _features(run, preprocessor, rows, path):
     from keras_adalink.datasets import featurize
 
     texts = column(rows, run["text_column"], path)
-    if run.get("text_pair_column"):
-        pairs = column(rows, run["text_pair_column"], path)
-        texts = [f"{a} [SEP] {b}" for a, b in zip(texts, pairs)]
+    if run.get("text_pair_column"):  # the preprocessor's own pair input
+        texts = (texts, column(rows, run["text_pair_column"], path))
     return featurize(preprocessor, texts)
 
 
@@ -213,7 +213,7 @@ def cmd_train(args):
         if args.task == "regression"
         else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[
-            keras.metrics.PearsonCorrelation(name="pearson")
+            keras_adalink.PearsonR(name="pearson")
             if args.task == "regression"
             else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         ],
@@ -232,7 +232,7 @@ def cmd_train(args):
         epochs=epochs,
         validation_data=validation,
         callbacks=callbacks,
-        verbose=2,
+        verbose=progress(),
     )
     keras_adalink.save_adapter(
         model, os.path.join(args.out, "adapter.safetensors")
@@ -254,10 +254,25 @@ def cmd_train(args):
         metrics["validation"] = _metrics(run, predict, *validation)
     with open(os.path.join(args.out, "run.json"), "w") as f:
         json.dump(run, f, indent=2)
+    curves = metrics["history"]  # NaN stays NaN in the plot
+    metrics = _finite(metrics)
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    _learning_curve(metrics["history"], args.out)
+        json.dump(metrics, f, indent=2, allow_nan=False)
+    _learning_curve(curves, args.out)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}))
+
+
+def _finite(tree):
+    """`tree` with NaN/inf numbers as None: metrics.json is strict JSON."""
+    import math
+
+    if isinstance(tree, dict):
+        return {k: _finite(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_finite(v) for v in tree]
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return None
+    return tree
 
 
 def _learning_curve(history, folder):
@@ -266,6 +281,7 @@ def _learning_curve(history, folder):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     names = [k for k in history if not k.startswith("val_")]
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.2))
@@ -277,6 +293,7 @@ def _learning_curve(history, folder):
                 epochs, history[f"val_{name}"], marker="o", label="validation"
             )
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name)
         ax.legend()
     fig.tight_layout()
@@ -410,13 +427,34 @@ def cmd_demo(args):
     demo.run(args)
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; every flag's default shown."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            action.option_strings
+            and action.default is not None
+            and action.default is not False
+            and action.default != argparse.SUPPRESS
+            and "default" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
 def parser():
-    formatter = argparse.RawDescriptionHelpFormatter
+    formatter = _Formatter
     top = argparse.ArgumentParser(
         prog="keras-adalink",
         description=__doc__,
         epilog=EXAMPLES,
         formatter_class=formatter,
+    )
+    top.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's and XLA's start-up logs (hidden by default)",
     )
     sub = top.add_subparsers(dest="command", required=True)
 
@@ -427,16 +465,37 @@ def parser():
         formatter_class=formatter,
     )
     train.add_argument("--data", required=True, help="CSV, TSV or JSONL")
-    train.add_argument("--text-column", required=True)
-    train.add_argument("--text-pair-column")
-    train.add_argument("--label-column", required=True)
     train.add_argument(
-        "--task", choices=["classification", "regression"], required=True
+        "--text-column", required=True, help="column with the text"
     )
-    train.add_argument("--rank", type=int, default=4)
-    train.add_argument("--epochs", type=int, default=2)
-    train.add_argument("--max-steps", type=int)
-    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument(
+        "--text-pair-column",
+        help="second text of a pair (NLI, paraphrase, STS); fed through the "
+        "preprocessor's pair input",
+    )
+    train.add_argument(
+        "--label-column",
+        required=True,
+        help="column with the label (classification) or number (regression)",
+    )
+    train.add_argument(
+        "--task",
+        choices=["classification", "regression"],
+        required=True,
+        help="what the label column holds",
+    )
+    train.add_argument(
+        "--rank", type=int, default=4, help="AdaLink bottleneck width"
+    )
+    train.add_argument(
+        "--epochs", type=int, default=2, help="passes over --data"
+    )
+    train.add_argument(
+        "--max-steps", type=int, help="stop after this many steps (mid-epoch)"
+    )
+    train.add_argument(
+        "--batch-size", type=int, default=32, help="examples a step"
+    )
     train.add_argument(
         "--learning-rate",
         type=float,
@@ -446,34 +505,51 @@ def parser():
         "--decay",
         choices=DECAYS,
         default="rsqrt",
-        help="after the 10%% warmup (default: rsqrt, the paper's)",
+        help="schedule after the 10%% warmup (rsqrt: the paper's)",
     )
-    train.add_argument("--sequence-length", type=int, default=64)
-    train.add_argument("--val-data")
     train.add_argument(
-        "--backbone", help="local KerasHub/HF BERT folder (default: MiniLM)"
+        "--sequence-length", type=int, default=64, help="tokens a text (padded)"
     )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", required=True)
+    train.add_argument(
+        "--val-data", help="validation file: metrics every epoch, and final"
+    )
+    train.add_argument(
+        "--backbone",
+        help="local KerasHub/HF BERT folder (default: the embedded MiniLM)",
+    )
+    train.add_argument("--seed", type=int, default=0, help="random seed")
+    train.add_argument("--out", required=True, help="run folder to write")
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="metrics of a trained adapter on a file")
+    ev = sub.add_parser(
+        "eval",
+        help="metrics of a trained adapter on a file",
+        formatter_class=formatter,
+    )
     ev.add_argument("--adapter", required=True, help="a train --out folder")
-    ev.add_argument("--data", required=True)
+    ev.add_argument("--data", required=True, help="CSV, TSV or JSONL")
     ev.add_argument("--json", help="also write the metrics here")
     ev.add_argument("--task", help="task of a composed run")
     ev.set_defaults(func=cmd_eval)
 
-    pr = sub.add_parser("predict", help="predictions for texts or a file")
-    pr.add_argument("--adapter", required=True)
-    pr.add_argument("--text", nargs="+")
-    pr.add_argument("--data")
+    pr = sub.add_parser(
+        "predict",
+        help="predictions for texts or a file",
+        formatter_class=formatter,
+    )
+    pr.add_argument("--adapter", required=True, help="a run folder")
+    pr.add_argument("--text", nargs="+", help="one or more texts")
+    pr.add_argument("--data", help="a file with the text column")
     pr.add_argument("--task", help="task of a composed run")
     pr.set_defaults(func=cmd_predict)
 
-    ex = sub.add_parser("export", help="TF-Serving SavedModel (jax/tf)")
-    ex.add_argument("--adapter", required=True)
-    ex.add_argument("--out", required=True)
+    ex = sub.add_parser(
+        "export",
+        help="TF-Serving SavedModel (jax/tf)",
+        formatter_class=formatter,
+    )
+    ex.add_argument("--adapter", required=True, help="a run folder")
+    ex.add_argument("--out", required=True, help="SavedModel folder")
     ex.add_argument("--fold", action="store_true", help="fold into the table")
     ex.set_defaults(func=cmd_export)
 
@@ -497,9 +573,20 @@ def parser():
 
     from keras_adalink.demo import add_arguments
 
-    demo = sub.add_parser("demo", help="the README's fine-tune + serve demo")
+    demo = sub.add_parser(
+        "demo",
+        help="the README's fine-tune + serve demo",
+        formatter_class=formatter,
+    )
     add_arguments(demo)
     demo.set_defaults(func=cmd_demo)
+    for command in sub.choices.values():  # also accepted after the command
+        command.add_argument(
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show TensorFlow's and XLA's start-up logs",
+        )
     return top
 
 

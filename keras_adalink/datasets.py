@@ -54,17 +54,34 @@ def featurize(preprocessor, texts, batch_size=1024):
 
     KerasHub tokenizers are tf.text ops, so this goes through `tf.data`
     whatever the Keras backend, and hands back a dict of numpy arrays that
-    `model.fit` / `predict` take on any backend.
+    `model.fit` / `predict` take on any backend. Text pairs (NLI,
+    paraphrase, STS) are a tuple `(firsts, seconds)`, handed to the
+    preprocessor as KerasHub's pair input: BERT gets
+    `[CLS] a [SEP] b [SEP]` with segment ids 0/1, RoBERTa
+    `<s> a </s></s> b </s>`.
 
     Example:
     >>> x = featurize(preprocessor, ["a witty film", "a mess"])
     >>> sorted(x)
     ['padding_mask', 'segment_ids', 'token_ids']
+    >>> pairs = featurize(preprocessor, (["a man sleeps"], ["nobody sleeps"]))
     """
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices(list(texts)).batch(batch_size)
-    batches = list(data.map(preprocessor).as_numpy_iterator())
+    if isinstance(texts, tuple):
+        if len(texts) != 2 or len(texts[0]) != len(texts[1]):
+            raise ValueError(
+                "Text pairs are a tuple of two equally long sequences "
+                "`(firsts, seconds)`. Received lengths "
+                f"{[len(t) for t in texts]}"
+            )
+        slices = (list(texts[0]), list(texts[1]))
+        # `x=`: a positional tuple would be unpacked as (x, y).
+        prepare = lambda a, b: preprocessor(x=(a, b))  # noqa: E731
+    else:
+        slices, prepare = list(texts), preprocessor
+    data = tf.data.Dataset.from_tensor_slices(slices).batch(batch_size)
+    batches = list(data.map(prepare).as_numpy_iterator())
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
@@ -264,6 +281,9 @@ def load_table(
 ):
     """A user's own labelled text: `(texts, labels)` as numpy arrays.
 
+    `texts` is `(firsts, seconds)` with `text_pair_column`; `featurize`
+    takes either.
+
     Args:
         path: a `.csv`, `.tsv` or `.jsonl` file, or `"tfds:NAME"` for a
             tensorflow-datasets dataset (needs that package and network).
@@ -272,8 +292,9 @@ def load_table(
             classification; a number for regression).
         task: `"classification"` (labels returned as strings, map them to
             ids yourself or use the CLI) or `"regression"` (float32).
-        text_pair_column: optional second text column; pairs are joined
-            with `" [SEP] "` for BERT-style preprocessors.
+        text_pair_column: optional second text column; the texts are then
+            the pair `(firsts, seconds)`, which `featurize` hands to the
+            preprocessor's own pair input (separator and segment ids).
         split: the split for `tfds:` names.
 
     Example:
@@ -287,9 +308,6 @@ def load_table(
         )
     rows = read_rows(path, split)
     texts = column(rows, text_column, path)
-    if text_pair_column:
-        pairs = column(rows, text_pair_column, path)
-        texts = [f"{a} [SEP] {b}" for a, b in zip(texts, pairs)]
     labels = column(rows, label_column, path)
     if task == "regression":
         try:
@@ -301,4 +319,8 @@ def load_table(
             ) from None
     else:
         labels = np.array([str(v) for v in labels], dtype=object)
-    return np.array(texts, dtype=object), labels
+    texts = np.array(texts, dtype=object)
+    if text_pair_column:
+        pairs = np.array(column(rows, text_pair_column, path), dtype=object)
+        return (texts, pairs), labels
+    return texts, labels

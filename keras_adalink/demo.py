@@ -19,20 +19,36 @@ import numpy as np
 import keras_adalink
 from keras_adalink.datasets import featurize
 from keras_adalink.heads import mean_pooled_classifier
+from keras_adalink.quiet import progress
 
 
 def add_arguments(parser):
-    parser.add_argument("--train-examples", type=int, default=4000)
-    parser.add_argument("--test-examples", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--rank", type=int, default=4)
+    parser.add_argument(
+        "--train-examples", type=int, default=4000, help="training examples"
+    )
+    parser.add_argument(
+        "--test-examples", type=int, default=None, help="test examples (all)"
+    )
+    parser.add_argument("--epochs", type=int, default=2, help="passes")
+    parser.add_argument("--rank", type=int, default=4, help="AdaLink rank")
     # Peak rates picked on the validation split (benchmarks/insertion_sweep).
-    parser.add_argument("--learning-rate", type=float, default=1e-2)
-    parser.add_argument("--probe-learning-rate", type=float, default=3e-2)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--sequence-length", type=int, default=48)
-    parser.add_argument("--insertion", default="token_embedding")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--learning-rate", type=float, default=1e-2, help="AdaLink peak rate"
+    )
+    parser.add_argument(
+        "--probe-learning-rate",
+        type=float,
+        default=3e-2,
+        help="head-only probe's peak rate",
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="batch")
+    parser.add_argument(
+        "--sequence-length", type=int, default=48, help="tokens a text"
+    )
+    parser.add_argument(
+        "--insertion", default="token_embedding", help="where AdaLink goes"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     return parser
 
 
@@ -44,7 +60,9 @@ def train(model, x, y, learning_rate, args):
         metrics=["accuracy"],
     )
     start = time.perf_counter()
-    model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=2)
+    model.fit(
+        x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=progress()
+    )
     return time.perf_counter() - start
 
 

@@ -124,6 +124,41 @@ def test_train_eval_predict_export(tmp_path):
         assert (tmp_path / "sm" / "saved_model.pb").exists()
 
 
+def test_every_flag_has_help_and_its_default():
+    import argparse
+
+    from keras_adalink.cli import parser
+
+    top = parser()
+    commands = next(
+        a for a in top._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    for name, command in commands.choices.items():
+        text = command.format_help()
+        for action in command._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            assert action.help, f"{name} {action.option_strings[0]}: no help"
+            shown = action.default not in (None, False, argparse.SUPPRESS)
+            if shown:
+                assert f"default: {action.default}" in text, (
+                    f"{name} {action.option_strings[0]}: default not shown"
+                )
+
+
+def test_quiet_start_prints_only_its_own_output(tmp_path):
+    result = _run(
+        "eval", "--adapter", str(tmp_path), "--data", "x.csv", check=False
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"keras-adalink eval: error: {tmp_path} is not a keras-adalink run "
+        "folder (no run.json)"
+    ]
+    assert _run("--help").stderr == ""
+
+
 def test_unknown_column_lists_available(tmp_path):
     data = tmp_path / "d.csv"
     data.write_text("review,sentiment\ngood,fresh\n")
@@ -191,14 +226,18 @@ def test_train_regression_reports_pearson(tmp_path):
         "train",
         "--data",
         str(data),
+        "--val-data",
+        str(data),
         "--text-column",
         "text",
         "--label-column",
         "score",
         "--task",
         "regression",
-        "--max-steps",
+        "--epochs",
         "2",
+        "--batch-size",
+        "16",
         "--sequence-length",
         "16",
         "--learning-rate",
@@ -208,11 +247,28 @@ def test_train_regression_reports_pearson(tmp_path):
         "--out",
         str(out),
     )
-    metrics = json.loads((out / "metrics.json").read_text())
+
+    def refuse(token):
+        raise AssertionError(f"metrics.json is not strict JSON: {token}")
+
+    metrics = json.loads(
+        (out / "metrics.json").read_text(), parse_constant=refuse
+    )
     assert metrics["learning_rate"] == 0.003
     assert metrics["decay"] == "cosine"
-    assert len(metrics["history"]["pearson"]) == 1
-    assert -1 <= metrics["train"]["pearson"] <= 1
+    history = metrics["history"]
+    # Real numbers every epoch, train and validation (was NaN: [B, 1] vs [B]).
+    for key in ("pearson", "val_pearson"):
+        assert len(history[key]) == 2
+        assert all(-1 <= r <= 1 for r in history[key]), history[key]
+    evaluated = json.loads(
+        _run("eval", "--adapter", str(out), "--data", str(data))
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    assert history["val_pearson"][-1] == pytest.approx(
+        evaluated["pearson"], abs=1e-3
+    )
     assert (out / "learning_curve.png").stat().st_size > 1000
 
 

@@ -75,10 +75,10 @@ def test_load_table_csv_tsv_jsonl(tmp_path):
             tmp_path / name, "text", "score", task="regression"
         )
         np.testing.assert_array_equal(scores, np.float32([1.5, -2]))
-    pairs, _ = datasets.load_table(
+    (firsts, seconds), _ = datasets.load_table(
         tmp_path / "d.csv", "text", "label", text_pair_column="label"
     )
-    assert pairs[0] == "good film [SEP] pos"
+    assert (firsts[0], seconds[0]) == ("good film", "pos")
     with pytest.raises(ValueError, match="available: text, label, score"):
         datasets.load_table(tmp_path / "d.csv", "review", "label")
     with pytest.raises(ValueError, match="not numeric"):
@@ -107,3 +107,34 @@ def test_load_table_tfds_names(monkeypatch):
     monkeypatch.setitem(datasets.sys.modules, "tensorflow_datasets", None)
     with pytest.raises(ImportError, match="tensorflow-datasets"):
         datasets.load_table("tfds:imdb_reviews", "text", "label")
+
+
+def test_featurize_pairs_use_the_preprocessors_pair_input():
+    import keras_hub
+
+    # BERT (MiniLM's own vocabulary): [CLS] a [SEP] b [SEP], segments 0/1.
+    path = datasets.minilm_path()
+    bert = keras_hub.models.BertTextClassifierPreprocessor(
+        keras_hub.models.BertTokenizer.from_preset(path), sequence_length=10
+    )
+    x = datasets.featurize(bert, (["good film"], ["pos"]))
+    # [CLS]=101 good=2204 film=2143 [SEP]=102 po=13433 ##s=2015 [SEP]=102
+    assert x["token_ids"][0].tolist() == [
+        101, 2204, 2143, 102, 13433, 2015, 102, 0, 0, 0,
+    ]  # fmt: skip
+    assert x["segment_ids"][0].tolist() == [0, 0, 0, 0, 1, 1, 1, 0, 0, 0]
+    assert x["padding_mask"][0].tolist() == [1] * 7 + [0] * 3
+    # RoBERTa: <s> a </s></s> b </s>, no segment ids.
+    vocabulary = {"<s>": 0, "<pad>": 1, "</s>": 2, "<mask>": 3}
+    vocabulary.update({"a": 4, "b": 5, "Ġ": 6, "Ġb": 7})
+    roberta = keras_hub.models.RobertaTextClassifierPreprocessor(
+        keras_hub.models.RobertaTokenizer(
+            vocabulary=vocabulary, merges=["Ġ b"]
+        ),
+        sequence_length=10,
+    )
+    x = datasets.featurize(roberta, (["a"], ["b a"]))
+    assert x["token_ids"][0].tolist() == [0, 4, 2, 2, 5, 6, 4, 2, 1, 1]
+    assert "segment_ids" not in x
+    with pytest.raises(ValueError, match="two equally long"):
+        datasets.featurize(bert, (["a", "b"], ["c"]))

@@ -29,3 +29,6 @@ def test_demo_runs_end_to_end_on_pretrained_minilm():
     assert "AdaLink rank" in out
     assert "predictions identical = True" in out
     assert "backbone parameters (frozen): 22,713,216" in out
+    # Quiet start: TensorFlow's native start-up lines are not shown.
+    for noise in ("absl::InitializeLog", "cuInit", "cudart_stub"):
+        assert noise not in result.stderr, result.stderr[:2000]

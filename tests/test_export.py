@@ -47,10 +47,16 @@ def _serve(tmp_path, path, x):
         {k: np.asarray(v)[i].tolist() for k, v in x.items()}
         for i in range(len(next(iter(x.values()))))
     ]
+    (value,) = _serve_rest(tmp_path, path, instances, _SERVE).values()
+    return value
+
+
+def _serve_rest(tmp_path, path, instances, script_text):
+    """Runs `script_text` (TensorFlow only) on a REST `instances` body."""
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"instances": instances}))
     script = tmp_path / "serve.py"
-    script.write_text(_SERVE)
+    script.write_text(script_text)
     out = tmp_path / "out.npz"
     result = subprocess.run(
         [sys.executable, str(script), str(path), str(request), str(out)],
@@ -59,8 +65,7 @@ def _serve(tmp_path, path, x):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (value,) = np.load(out).values()
-    return value
+    return dict(np.load(out))
 
 
 def _multi_task_classifier():
@@ -264,22 +269,6 @@ _SERVE_NAMES = textwrap.dedent(
 )
 
 
-def _serve_rest(tmp_path, path, instances):
-    request = tmp_path / "request.json"
-    request.write_text(json.dumps({"instances": instances}))
-    script = tmp_path / "serve_names.py"
-    script.write_text(_SERVE_NAMES)
-    out = tmp_path / "out.npz"
-    result = subprocess.run(
-        [sys.executable, str(script), str(path), str(request), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return dict(np.load(out))
-
-
 def test_composed_model_serves_task_names(tmp_path):
     from keras_adalink.heads import mean_pooled_classifier
 
@@ -299,7 +288,7 @@ def test_composed_model_serves_task_names(tmp_path):
         {**{k: v[i].tolist() for k, v in x.items()}, "task": names[i]}
         for i in range(4)
     ]
-    served = _serve_rest(tmp_path, tmp_path / "multi", instances)
+    served = _serve_rest(tmp_path, tmp_path / "multi", instances, _SERVE_NAMES)
     np.testing.assert_array_equal(served["num_outputs"], [4, 2, 2, 4])
     for i, name in enumerate(names):
         one = {k: v[i : i + 1] for k, v in x.items()}
@@ -309,7 +298,7 @@ def test_composed_model_serves_task_names(tmp_path):
         )
     # An unknown name fails the whole request, naming it.
     instances[2]["task"] = "sentimnet"
-    failed = _serve_rest(tmp_path, tmp_path / "multi", instances)
+    failed = _serve_rest(tmp_path, tmp_path / "multi", instances, _SERVE_NAMES)
     assert "unknown task name" in str(failed["error"])
     assert "sentimnet" in str(failed["error"])
     # Int ids stay available as their own signature.

@@ -15,7 +15,7 @@ def _python_blocks(path):
 def test_readme_example_runs(tmp_path, monkeypatch):
     """The README's first-screen example runs as written."""
     monkeypatch.chdir(tmp_path)
-    (block,) = _python_blocks(os.path.join(ROOT, "README.md"))
+    block = _python_blocks(os.path.join(ROOT, "README.md"))[0]
     exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "sentiment.safetensors").stat().st_size < 50_000
 

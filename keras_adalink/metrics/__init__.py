@@ -1,0 +1,3 @@
+from keras_adalink.metrics.pearson_r import PearsonR
+
+__all__ = ["PearsonR"]
