@@ -22,6 +22,7 @@ from keras_adalink.adapt import reattach
 from keras_adalink.adapter_file import load_adapter
 from keras_adalink.adapter_file import save_adapter
 from keras_adalink.compose import compose
+from keras_adalink.compose import task_ids
 from keras_adalink.distribution import get_layout_map
 from keras_adalink.export import export_saved_model
 from keras_adalink.fold import fold
@@ -57,4 +58,5 @@ __all__ = [
     "load_adapter",
     "reattach",
     "save_adapter",
+    "task_ids",
 ]

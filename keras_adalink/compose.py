@@ -174,6 +174,31 @@ def compose(adapters, base: keras.Model | None = None, drop=()) -> keras.Model:
     return _build(template, layout, tasks)
 
 
+def task_ids(model: keras.Model, names) -> np.ndarray:
+    """The `task_id` values of task `names` in a composed model.
+
+    Args:
+        model: a model from `compose` (or any model whose `TaskRouter` has
+            `task_names`).
+        names: a task name or a list of them.
+
+    Returns:
+        int32 numpy array `[len(names)]`; raises `ValueError` listing the
+        model's tasks on an unknown name.
+
+    Example:
+    >>> ids = keras_adalink.task_ids(multi, ["topic", "sentiment", "topic"])
+    >>> multi.predict({**features, "task_id": ids})
+    """
+    adapter = find_adalink_backbone(model).adapter
+    if not isinstance(adapter, TaskRouter):
+        raise ValueError(
+            f"{model.name} has no TaskRouter; task names belong to models "
+            "made by `keras_adalink.compose`."
+        )
+    return adapter.task_index(names)
+
+
 def _stack(arrays, shape):
     out = np.zeros((len(arrays),) + shape, "float32")
     for k, a in enumerate(arrays):

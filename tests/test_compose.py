@@ -89,6 +89,8 @@ def test_from_files_equals_from_models(backbone, three, tmp_path):
     multi = keras_adalink.compose(paths, base=base)
     router = find_adalink_backbone(multi).adapter
     assert router.task_names == ["sentiment", "topic", "score"]
+    ids = keras_adalink.task_ids(multi, ["score", "sentiment"])
+    np.testing.assert_array_equal(ids, [2, 0])
     x = backbone_inputs(backbone, batch=6)
     _check_equal(multi, three, x, np.array([2, 0, 1, 1, 0, 2], "int32"))
     with pytest.raises(ValueError, match="needs `base`"):
@@ -329,6 +331,9 @@ def test_task_names_validated():
     with pytest.raises(ValueError, match="2 non-empty strings"):
         keras_adalink.TaskRouter(2, rank=1, task_names=["a"])
     router = keras_adalink.TaskRouter(2, rank=1, task_names=["a", "b"])
+    unnamed = keras_adalink.TaskRouter(2, rank=1)
+    with pytest.raises(ValueError, match="no task names"):
+        unnamed.task_index(["a"])
     np.testing.assert_array_equal(router.task_index(["b", "a"]), [1, 0])
     with pytest.raises(ValueError, match=r"Unknown task name\(s\) \['c'\]"):
         router.task_index(["c"])

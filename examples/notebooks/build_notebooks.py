@@ -40,13 +40,15 @@ if importlib.util.find_spec("keras_adalink") is None:
 """
 
 SETUP = """\
-import os
+import os, warnings
 os.environ.setdefault("KERAS_BACKEND", "jax")  # or "tensorflow", "torch"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("KERAS_ADALINK_QUIET_START", "1")  # hide TensorFlow's start-up logs
+warnings.filterwarnings("ignore", message="IProgress not found")  # no ipywidgets needed
 FAST = os.environ.get("KERAS_ADALINK_FAST") == "1"  # the test suite's quick mode
 
+import keras_adalink  # first: loads TensorFlow and the backend quietly
 import keras, keras_hub, numpy as np
-import keras_adalink
 from keras_adalink.datasets import featurize, minilm_path
 from keras_adalink.heads import mean_pooled_classifier
 keras.utils.set_random_seed(0)
