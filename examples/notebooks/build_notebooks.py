@@ -180,7 +180,7 @@ MANY_TASKS = [
         "code",
         """\
 from keras_adalink.datasets import rotten_tomatoes, vader
-n = 96 if FAST else 3000
+n = 96 if FAST else 2000
 rt_texts, rt_y = rotten_tomatoes("train")
 mv_texts, mv_y = vader("movie_reviews", "train")
 texts = np.concatenate([rt_texts[:n], mv_texts[:n]])
@@ -314,11 +314,12 @@ def score(name, out):  # accuracy for the classifier, Pearson r for the regressi
 scores = {"TaskRouter (joint)": {}, "separate runs": {}, "composed": {}}
 for k, name in enumerate(names):
     feats = featurize(preprocess, tests[name][0][:m_test])
+    ids = np.full(len(tests[name][1][:m_test]), k, "int32")  # some test sets are smaller
     scores["separate runs"][name] = score(name, separate[name].predict(feats, verbose=0))
-    out = multi.predict({**feats, "task_id": np.full(m_test, k, "int32")}, verbose=0)
+    out = multi.predict({**feats, "task_id": ids}, verbose=0)
     scores["composed"][name] = score(name, out["outputs"][:, :out["num_outputs"][0]])
     if name != "tweet_intensity":  # the joint model has two tasks
-        joint = model.predict({**feats, "task_id": np.full(m_test, k, "int32")}, verbose=0)
+        joint = model.predict({**feats, "task_id": ids}, verbose=0)
         scores["TaskRouter (joint)"][name] = score(
             name, joint["sentiment"] if k == 0 else joint["intensity"])
 fig, ax = plt.subplots(figsize=(8, 3.2))
