@@ -457,7 +457,7 @@ for i, (label, m_) in enumerate([("image + text modules", model), ("head only", 
     right = np.argmax(m_.predict(x_test, verbose=0), -1) == y_test
     accs = [float(right[kind == t].mean()) for t in types]
     ax.bar(np.arange(3) + 0.4 * (i - 0.5), accs, width=0.4, label=label)
-    print(label, dict(zip(types, np.round(accs, 3))))
+    print(label, {t: round(a, 3) for t, a in zip(types, accs)})
 ax.set_xticks(range(3), types); ax.set_ylim(0, 1); ax.set_ylabel("held-out accuracy")
 ax.legend(fontsize=8); plt.tight_layout(); plt.show()
 """,
