@@ -348,6 +348,8 @@ def test_compose_runs_then_eval_predict_export(tmp_path):
                 assert a["prediction"] == b["prediction"]
             else:
                 assert a["prediction"] == pytest.approx(b["prediction"], 1e-4)
+        if task != "sentiment":  # one eval comparison keeps the test short
+            continue
         own = json.loads(
             _run("eval", "--adapter", str(run), "--data", str(data))
             .stdout.strip()
