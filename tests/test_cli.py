@@ -46,6 +46,7 @@ def test_help_with_examples(command):
     assert "--" in out
 
 
+@pytest.mark.end_to_end
 @pytest.mark.slow
 def test_train_eval_predict_export(tmp_path):
     train, test = tmp_path / "train.csv", tmp_path / "test.csv"
@@ -212,6 +213,7 @@ def test_missing_data_file(tmp_path):
     assert "run.json" in result.stderr or "no such data file" in result.stderr
 
 
+@pytest.mark.end_to_end
 @pytest.mark.slow
 def test_train_regression_reports_pearson(tmp_path):
     data = tmp_path / "d.jsonl"
@@ -301,6 +303,7 @@ def _predictions(*args):
     return [json.loads(line) for line in lines]
 
 
+@pytest.mark.end_to_end
 @pytest.mark.slow
 @pytest.mark.skipif(
     keras.backend.backend() != "jax",

@@ -7,6 +7,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.end_to_end
 @pytest.mark.slow
 def test_demo_runs_end_to_end_on_pretrained_minilm():
     """The README's main job, shrunk: real MiniLM, real data, real reload."""

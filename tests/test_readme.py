@@ -11,6 +11,7 @@ def _python_blocks(path):
         return re.findall(r"```python\n(.*?)```", f.read(), re.S)
 
 
+@pytest.mark.end_to_end
 @pytest.mark.slow
 def test_readme_example_runs(tmp_path, monkeypatch):
     """The README's first-screen example runs as written."""
