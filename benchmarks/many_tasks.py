@@ -99,6 +99,25 @@ def paired(times, base):
     return float(np.median(ratios)), [float(q25), float(q75)]
 
 
+def ratio_rows(times, base, key, value):
+    """A row a variant: `key` = `value(times)`, paired time ratio vs `base`
+    with its IQR, and the throughput ratio; printed as they are made."""
+    rows = []
+    for name, ts in times.items():
+        ratio, iqr = paired(ts, times[base])
+        rows.append(
+            {
+                "variant": name,
+                key: float(value(ts)),
+                "time_ratio": ratio,
+                "time_ratio_iqr": iqr,
+                "throughput_ratio": 1 / ratio,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def predict(model, x):
     keras.tree.map_structure(np.asarray, model.predict_on_batch(x))
 
@@ -173,21 +192,9 @@ def generate_rows(args, work):
 
     times = interleaved(variants, args.lm_rounds, generate)
     tokens = b * (n - p)
-    base = times["1 task"]
-    rows = []
-    for name, ts in times.items():
-        ratio, iqr = paired(ts, base)
-        rows.append(
-            dict(
-                variant=name,
-                tokens_per_s=tokens / float(np.median(ts)),
-                time_ratio=ratio,
-                time_ratio_iqr=iqr,
-                throughput_ratio=1 / ratio,
-            )
-        )
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
+    return ratio_rows(
+        times, "1 task", "tokens_per_s", lambda ts: tokens / np.median(ts)
+    )
 
 
 def main():
@@ -288,20 +295,9 @@ def run(args, counts, work):
             {**x, "task_id": task_id},
         )
     times = interleaved(variants, args.rounds, predict)
-    base = times["frozen single-task"]
-    rows = []
-    for name, ts in times.items():
-        ratio, iqr = paired(ts, base)
-        rows.append(
-            dict(
-                variant=name,
-                median_ms=1000 * float(np.median(ts)),
-                time_ratio=ratio,
-                time_ratio_iqr=iqr,
-                throughput_ratio=1 / ratio,
-            )
-        )
-        print(json.dumps(rows[-1]), flush=True)
+    rows = ratio_rows(
+        times, "frozen single-task", "median_ms", lambda t: 1000 * np.median(t)
+    )
     lm_dir = os.path.join(work, "lm")
     os.makedirs(lm_dir)
     lm_rows = generate_rows(args, lm_dir)
