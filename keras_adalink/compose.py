@@ -95,16 +95,16 @@ def _read(entries, base):
                 "`{name: model}` or `(name, model)`."
             )
         sources.append(read)
-    template = next(
-        (e[1] for e in entries if isinstance(e[1], keras.Model)), base
-    )
-    if template is None:
+    for (_, source), read in zip(entries, sources):
+        if isinstance(source, keras.Model):  # the first model: read already
+            return source, read, sources
+    if base is None:
         raise ValueError(
             "Composing adapter files needs `base`: a model built like the "
             "ones that were saved (for example the single-task model before "
             "`load_adapter`), whose backbone and head layout it reuses."
         )
-    return template, _from_model_layout(template, fingerprints), sources
+    return base, _from_model_layout(base, fingerprints), sources
 
 
 def _from_model_layout(template, fingerprints):
