@@ -146,17 +146,26 @@ def fold(model, task_id: int | None = None):
     folded = type(base).from_config(config)
     if untie and key is None:
         _untie_in_place(folded.token_embedding)
-    values = {v.path: v for v in base.weights}
-    for variable in folded.weights:
+    # Same class and config: the same variables, created in the same order
+    # (paths can differ where sublayer names are auto-numbered), plus the
+    # output table an in-place untie appends.
+    reverse = getattr(folded.token_embedding, "reverse_embeddings", None)
+    fresh = [v for v in folded.weights if not (untie and v is reverse)]
+    for variable, value in zip(fresh, base.weights, strict=True):
+        if tuple(variable.shape) != tuple(value.shape):
+            raise ValueError(
+                f"Could not rebuild {type(base).__name__} to fold into: "
+                f"{variable.path} has shape {variable.shape}, the original "
+                f"{value.path} {value.shape}."
+            )
         if variable is folded.token_embedding.embeddings:
             variable.assign(folded_table.astype(variable.dtype))
-        elif untie and variable.path.endswith("reverse_embeddings"):
-            variable.assign(table.T.astype(variable.dtype))
         else:
             # A copy: on jax, sharing the buffer would let one model's
             # donated (reused) buffers delete the other's weights.
-            value = keras.ops.convert_to_numpy(values[variable.path])
-            variable.assign(np.array(value))
+            variable.assign(np.array(keras.ops.convert_to_numpy(value)))
+    if untie:
+        reverse.assign(table.T.astype(reverse.dtype))
     if model is adalink_backbone:
         return folded
     if isinstance(model, keras_hub.models.Task):

@@ -1,55 +1,76 @@
-"""Where AdaLink goes in each supported KerasHub backbone family.
+"""Where AdaLink goes in a KerasHub backbone, found from the model itself.
 
-An insertion point is found by object (a layer of the backbone), never by a
-generated op name. Each family needs one small entry in `_POINTS`;
-everything else (graph rewriting, generate(), saving, freezing) is shared.
+An insertion point is found by object (a layer of the backbone's functional
+graph), never by class name or generated op name:
 
-- `"token_embedding"`: right after the token-embedding lookup, before
-  positions, segments and the embedding LayerNorm are added. The adapter
-  then acts on vocabulary rows only, so it can later be folded into the
-  vocabulary table. In PaliGemma and Gemma3 (with vision) this point has
-  two sites: the image embeddings (vision encoder output, projected to the
-  LM width) and the text token embeddings, each tagged with its modality
-  for `ModalityRouter`.
-- `"block_input"`: at the input of the first transformer block, after the
-  embedding stage (LayerNorm, dropout, projection) has run.
+- `"token_embedding"`: the output of the layer that reads the `token_ids`
+  input (`*token_ids` in encoder-decoders), before positions, segments and
+  the embedding LayerNorm are added. The adapter then acts on vocabulary
+  rows only, so it can be folded into the vocabulary table. A table shared
+  by two stacks (BART) is adapted at every lookup, in the graph and in
+  cached decoding alike. In `TokenAndPositionEmbedding` the adapter goes
+  between the token lookup and the position add.
+- `"block_input"`: the input of the first block of the stack (the public
+  list attribute of blocks, `transformer_layers` and the like), after the
+  embedding stage (LayerNorm, dropout, projection) has run. In an
+  encoder-decoder the encoder's first block; the decoder's first block is
+  an optional second site, adapted when a `ModalityRouter` names
+  `"decoder"` (`modalities=["encoder", "decoder"]`).
 
-T5 shares one token-embedding table between encoder and decoder, and its
-embedding stage is only lookup + dropout, so both points are the input of
-the first encoder block; the decoder's first block is an optional second
-site, adapted when a `ModalityRouter` names `"decoder"` among its
-modalities (`modalities=["encoder", "decoder"]`).
+`EXCEPTIONS` lists the few families that need more than this rule, each
+with its reason, and `REFUSED` the backbones with no place for the method,
+each with its reason. Everything else is found by the rule, so families
+added to KerasHub after this file was written are adapted too.
 """
 
 import collections
 
+import keras
 import keras_hub
 
 INSERTIONS = ("token_embedding", "block_input")
 
-# `apply(call, args, kwargs, adapter)` replaces the first graph call
-# `call(*args, **kwargs)` of `layer`; `modality` names the tokens it sees
-# (None: any, routed by ids or layout). An `optional` site is adapted only
-# by a ModalityRouter that names its modality (T5's decoder).
+# `apply(call, args, kwargs, adapter)` replaces a graph call
+# `call(*args, **kwargs)` of `layer`: its first call, or every call where
+# `every_call` (a table shared by two stacks). `modality` names the tokens it
+# sees (None: any, routed by ids or layout). An `optional` site is adapted
+# only by a ModalityRouter that names its modality (a decoder stack).
 Site = collections.namedtuple(
-    "Site", ["layer", "apply", "modality", "optional"], defaults=[None, False]
+    "Site",
+    ["layer", "apply", "modality", "optional", "every_call"],
+    defaults=[None, False, False],
 )
 
 
-def after_layer(layer, modality=None):
-    """Adapt the output of the first call of `layer`."""
+def _first_output(outputs, adapter):
+    # A composite embedding (XLNet's content-and-query) returns the token
+    # stream first and auxiliary tensors after it.
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)([adapter(outputs[0]), *outputs[1:]])
+    return adapter(outputs)
+
+
+def after_layer(layer, modality=None, optional=False, every_call=False):
+    """Adapt the output (the first output) of a call of `layer`."""
 
     def apply(call, args, kwargs, adapter):
-        return adapter(call(*args, **kwargs))
+        return _first_output(call(*args, **kwargs), adapter)
 
-    return Site(layer, apply, modality)
+    return Site(layer, apply, modality, optional, every_call)
 
 
 def before_layer(layer, modality=None, optional=False):
-    """Adapt the first positional input of the first call of `layer`."""
+    """Adapt the hidden states a call of `layer` receives.
+
+    The first positional argument, or, for blocks called with keywords only,
+    the first keyword argument.
+    """
 
     def apply(call, args, kwargs, adapter):
-        return call(adapter(args[0]), *args[1:], **kwargs)
+        if args:
+            return call(adapter(args[0]), *args[1:], **kwargs)
+        key = next(iter(kwargs))
+        return call(**{**kwargs, key: adapter(kwargs[key])})
 
     return Site(layer, apply, modality, optional)
 
@@ -68,25 +89,115 @@ def inside_token_and_position(layer):
         )
         return tokens + positions
 
-    return Site(layer, apply)
+    return Site(layer, apply, every_call=True)
 
 
-def first_transformer_layer(backbone):
-    first = backbone.transformer_layers[0]
-    # ALBERT groups its (shared) layers: `transformer_layers[group][i]`.
-    first = first[0] if isinstance(first, (list, tuple)) else first
-    return [before_layer(first)]
+# --- The rule: read the sites off the functional graph. ---
 
 
-def token_embedding(backbone):
-    return [after_layer(backbone.token_embedding)]
+def _readers(backbone, input_suffix):
+    """Layers whose graph call reads an input named `*input_suffix`."""
+    inputs = backbone.input
+    named = inputs if isinstance(inputs, dict) else {inputs.name: inputs}
+    wanted = {id(t) for k, t in named.items() if k.endswith(input_suffix)}
+    found = []
+    for layer in backbone.layers:
+        for node in layer._inbound_nodes:
+            args = node.arguments.keras_tensors if node.arguments else []
+            if any(id(t) in wanted for t in args) and layer not in found:
+                found.append(layer)
+    return found
 
 
-def token_and_position(backbone):
-    return [inside_token_and_position(backbone.embeddings)]
+def _table(backbone, readers):
+    """The one embedding layer among `readers` (None if none or several)."""
+    tables = [
+        layer
+        for layer in readers
+        if isinstance(
+            layer,
+            (keras.layers.Embedding, keras_hub.layers.TokenAndPositionEmbedding),
+        )
+    ]
+    # No table reads the ids itself: a composite embedding layer does.
+    candidates = tables or [
+        layer for layer in readers if _float_output(layer, backbone)
+    ]
+    return candidates[0] if len(candidates) == 1 else None
 
 
-def image_and_text(backbone):
+def token_embedding_sites(backbone):
+    """The layer that looks `token_ids` up, adapted at every lookup.
+
+    An encoder-decoder with a table per stack (T5Gemma) has the encoder's as
+    its site and the decoder's as an optional second one.
+    """
+    table = _table(backbone, _readers(backbone, "token_ids"))
+    if table is None:
+        encoder = _table(backbone, _readers(backbone, "encoder_token_ids"))
+        decoder = _table(backbone, _readers(backbone, "decoder_token_ids"))
+        if encoder is None or decoder is None:
+            raise ValueError(
+                f"{type(backbone).__name__} has no single layer that looks "
+                "`token_ids` up; use insertion='block_input'."
+            )
+        return [
+            after_layer(encoder, "encoder", every_call=True),
+            after_layer(decoder, "decoder", optional=True, every_call=True),
+        ]
+    if isinstance(table, keras_hub.layers.TokenAndPositionEmbedding):
+        return [inside_token_and_position(table)]
+    return [after_layer(table, every_call=True)]
+
+
+def _float_output(layer, backbone):
+    for node in layer._inbound_nodes:
+        outputs = keras.tree.flatten(node.outputs)
+        if outputs and "float" in str(outputs[0].dtype):
+            return len(outputs[0].shape) == 3
+    return False
+
+
+def _stacks(backbone):
+    """Public attributes holding the list of blocks: `{name: first block}`."""
+    graph = {id(layer) for layer in backbone.layers}
+    stacks = {}
+    for key, value in vars(backbone).items():
+        if key.startswith("_") or not isinstance(value, (list, tuple)):
+            continue
+        first = value[0] if value else None
+        # ALBERT groups its (shared) layers: `transformer_layers[group][i]`.
+        if isinstance(first, (list, tuple)):
+            first = first[0] if first else None
+        if isinstance(first, keras.layers.Layer) and id(first) in graph:
+            stacks[key] = first
+    return stacks
+
+
+def block_input_sites(backbone):
+    """The input of the first block; an encoder-decoder's decoder optional."""
+    stacks = _stacks(backbone)
+    encoder = [k for k in stacks if "encoder" in k]
+    decoder = [k for k in stacks if "decoder" in k]
+    if len(encoder) == 1 and len(decoder) == 1:
+        return [
+            before_layer(stacks[encoder[0]], "encoder"),
+            before_layer(stacks[decoder[0]], "decoder", optional=True),
+        ]
+    if "transformer_layers" in stacks:
+        return [before_layer(stacks["transformer_layers"])]
+    if len(stacks) == 1:
+        return [before_layer(*stacks.values())]
+    raise ValueError(
+        f"Could not tell the block stack of {type(backbone).__name__}: its "
+        f"lists of graph layers are {sorted(stacks) or 'none'}."
+    )
+
+
+# --- The exceptions, each with its reason. ---
+
+
+def _image_and_text(backbone):
     # PaliGemma's `vit_encoder`, Gemma3's `vision_encoder` (None when the
     # model is text-only): image embeddings already at the LM width.
     vision = getattr(backbone, "vit_encoder", None) or getattr(
@@ -98,88 +209,149 @@ def image_and_text(backbone):
     return [after_layer(vision, modality="image"), text]
 
 
-def encoder_and_decoder(backbone):
-    # T5 shares `token_embedding` between its stacks, so each stack is
-    # adapted at its first block (T5's embedding stage is lookup + dropout).
-    return [
-        before_layer(backbone.encoder_transformer_layers[0], "encoder"),
-        before_layer(
-            backbone.decoder_transformer_layers[0], "decoder", optional=True
-        ),
-    ]
-
-
-def vit_encoder(backbone):
-    # KerasHub's ViT keeps its two stages only as named graph layers.
+def _vit_encoder(backbone):
     return [before_layer(backbone.get_layer("vit_encoder"))]
 
 
-def not_available(reason):
-    def entry(backbone):
+def _not_available(reason):
+    def sites(backbone):
         raise ValueError(
             f"{type(backbone).__name__} has no such insertion point: {reason}"
         )
 
-    return entry
+    return sites
 
 
-# One entry per family: (token_embedding sites, block_input sites).
-# Subclasses (Llama3 of Llama, XLMRoberta of Roberta) match their parent's.
-_POINTS = {
-    # Encoders.
-    "BertBackbone": (token_embedding, first_transformer_layer),
-    "AlbertBackbone": (token_embedding, first_transformer_layer),
-    "ElectraBackbone": (token_embedding, first_transformer_layer),
-    "DebertaV3Backbone": (token_embedding, first_transformer_layer),
-    "DistilBertBackbone": (token_and_position, first_transformer_layer),
-    "RobertaBackbone": (token_and_position, first_transformer_layer),
-    "XLMRobertaBackbone": (token_and_position, first_transformer_layer),
-    # Decoder-only LMs: the graph and `call_with_cache` both start from
-    # `token_embedding`; Gemma scales by sqrt(hidden_dim) after it.
-    "GPT2Backbone": (token_embedding, first_transformer_layer),
-    "GemmaBackbone": (token_embedding, first_transformer_layer),
-    "LlamaBackbone": (token_embedding, first_transformer_layer),
-    "MistralBackbone": (token_embedding, first_transformer_layer),
-    "QwenBackbone": (token_embedding, first_transformer_layer),
-    "Qwen3Backbone": (token_embedding, first_transformer_layer),
-    # Vision-language: [image tokens; text tokens] into a Gemma decoder.
-    "PaliGemmaBackbone": (image_and_text, first_transformer_layer),
-    # Gemma3: image embeddings are scattered into the text sequence after
-    # both lookups, so the two sites work as for PaliGemma.
-    "Gemma3Backbone": (image_and_text, first_transformer_layer),
-    # Encoder-decoder: encoder inputs; decoder inputs on request.
-    "T5Backbone": (encoder_and_decoder, encoder_and_decoder),
-    # Vision: block_input adapts [class token; patches] + positions.
+# Family: (token_embedding sites, block_input sites, why the rule won't do).
+# Subclasses (Llama3 of Llama) match their parent's entry.
+EXCEPTIONS = {
+    "PaliGemmaBackbone": (
+        _image_and_text,
+        block_input_sites,
+        "two sites: image embeddings (vision encoder output at the LM "
+        "width) and text tokens, each tagged for a ModalityRouter",
+    ),
+    "Gemma3Backbone": (
+        _image_and_text,
+        block_input_sites,
+        "as PaliGemma: image embeddings are scattered into the text "
+        "sequence after both lookups",
+    ),
+    "T5Backbone": (
+        block_input_sites,
+        block_input_sites,
+        "one table for both stacks and an embedding stage that is only "
+        "lookup + dropout: both points are the first encoder block",
+    ),
     "ViTBackbone": (
-        not_available(
+        _not_available(
             "ViT has no vocabulary table; use insertion='block_input' "
             "(patch embeddings with class token and positions)"
         ),
-        vit_encoder,
+        _vit_encoder,
+        "no token ids, and the patch embedding and encoder are graph "
+        "layers named `vit_encoder` rather than attributes",
     ),
 }
-SUPPORTED_BACKBONES = tuple(_POINTS)
+
+# Backbones the method does not apply to (yet), with the reason.
+_IMAGE = (
+    "a convolutional image model: no token sequence enters a stack of "
+    "blocks, so there is no embedding/block boundary to adapt"
+)
+_MULTIMODAL = (
+    "a multimodal model whose per-modality sites are not mapped yet "
+    "(issue 17: every modality)"
+)
+_GENERATIVE_VISION = (
+    "an image generation/detection/segmentation pipeline, not a "
+    "transformer over an embedded input sequence"
+)
+REFUSED = {
+    **dict.fromkeys(
+        [
+            "CSPNetBackbone",
+            "DenseNetBackbone",
+            "EfficientNetBackbone",
+            "HGNetV2Backbone",
+            "MobileNetBackbone",
+            "MobileNetV5Backbone",
+            "ResNetBackbone",
+            "VGGBackbone",
+            "XceptionBackbone",
+            "FeaturePyramidBackbone",
+        ],
+        _IMAGE,
+    ),
+    **dict.fromkeys(
+        [
+            "BASNetBackbone",
+            "DFineBackbone",
+            "DeepLabV3Backbone",
+            "DepthAnythingBackbone",
+            "FluxBackbone",
+            "RetinaNetBackbone",
+            "SAMBackbone",
+            "SAM3PromptableConceptBackbone",
+            "StableDiffusion3Backbone",
+        ],
+        _GENERATIVE_VISION,
+    ),
+    **dict.fromkeys(
+        [
+            "BLIP2Backbone",
+            "CLIPBackbone",
+            "DINOV2Backbone",
+            "DINOV3Backbone",
+            "DeiTBackbone",
+            "Gemma3nBackbone",
+            "MetaCLIP2Backbone",
+            "MiTBackbone",
+            "MoonshineBackbone",
+            "PARSeqBackbone",
+            "SegFormerBackbone",
+            "SigLIPBackbone",
+            "SwinTransformerBackbone",
+            "ViTDetBackbone",
+            "VideoPrismBackbone",
+            "WhisperBackbone",
+        ],
+        _MULTIMODAL,
+    ),
+    "EdRecBackbone": (
+        "a recommendation model over item-id features, not a token "
+        "sequence into transformer blocks"
+    ),
+}
 
 
-def _family(backbone):
-    for name in SUPPORTED_BACKBONES:
-        cls = getattr(keras_hub.models, name, None)
-        if cls is not None and isinstance(backbone, cls):
-            return name
-    raise ValueError(
-        "keras_adalink does not support backbone class "
-        f"{type(backbone).__name__}. Supported: "
-        f"{', '.join(SUPPORTED_BACKBONES)}."
-    )
+def _lookup(table, backbone):
+    for klass in type(backbone).__mro__:
+        if klass.__name__ in table:
+            return table[klass.__name__]
+    return None
+
+
+def _points(backbone):
+    reason = _lookup(REFUSED, backbone)
+    if reason is not None:
+        raise ValueError(
+            f"keras_adalink does not adapt {type(backbone).__name__}: it is "
+            f"{reason}. docs/coverage.md lists every KerasHub backbone."
+        )
+    exception = _lookup(EXCEPTIONS, backbone)
+    if exception is not None:
+        return exception[:2]
+    return token_embedding_sites, block_input_sites
 
 
 def default_insertion(backbone):
-    """`"token_embedding"` where the family has one, else `"block_input"`.
+    """`"token_embedding"` where the model has one, else `"block_input"`.
 
     On text models the token-embedding point measured better than the block
     input and can be folded into the vocabulary table (docs/concepts.md).
     """
-    token_sites, _ = _POINTS[_family(backbone)]
+    token_sites, _ = _points(backbone)
     try:
         token_sites(backbone)
     except ValueError:
@@ -194,7 +366,12 @@ def find_insertion_sites(backbone, insertion):
             f"`insertion` must be one of {INSERTIONS}. "
             f"Received: insertion={insertion!r}"
         )
-    token_sites, block_sites = _POINTS[_family(backbone)]
+    if not isinstance(backbone, keras.Model) or not backbone.layers:
+        raise ValueError(
+            "keras_adalink adapts functional KerasHub backbones. Received: "
+            f"{type(backbone).__name__}"
+        )
+    token_sites, block_sites = _points(backbone)
     if insertion == "token_embedding":
         return token_sites(backbone)
     return block_sites(backbone)

@@ -108,17 +108,20 @@ class AdaLinkBackbone(Backbone):
 
         routing = Routing()
         calls = [site_calls(adapter, s, extra, routing) for s in sites]
-        pending = {id(site.layer): i for i, site in enumerate(sites)}
+        by_layer = {id(site.layer): i for i, site in enumerate(sites)}
+        pending = set(by_layer.values())
 
         def call_function(graph_layer, *args, **kwargs):
-            i = pending.pop(id(graph_layer), None)
-            if i is None:  # Not a site, or a site's later (shared) call.
+            i = by_layer.get(id(graph_layer))
+            # Not a site, or a later call of a shared block (ALBERT).
+            if i is None or (i not in pending and not sites[i].every_call):
                 return graph_layer(*args, **kwargs)
+            pending.discard(i)
             return sites[i].apply(graph_layer, args, kwargs, calls[i][0])
 
         outputs = rerun_graph(backbone, graph_inputs, call_function)
         if pending:
-            names = [sites[i].layer.name for i in pending.values()]
+            names = [sites[i].layer.name for i in sorted(pending)]
             raise ValueError(
                 f"Could not find the '{insertion}' insertion point in the "
                 f"graph of {type(backbone).__name__}: layers {names} are "

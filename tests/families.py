@@ -1,0 +1,293 @@
+"""Every KerasHub backbone family keras_adalink covers, as tiny test models.
+
+`FAMILIES` maps each covered backbone class to a tiny randomly initialised
+model built from constructor arguments (a task where the family has an LM
+task, for generate() and fold checks). The families with tests of their
+own (BERT family, the first decoder LMs, T5, PaliGemma, Gemma3, ViT) point
+to those files; the rest are checked here, in tests/test_families.py.
+docs/coverage.md is generated from this table (docs/make_coverage.py).
+"""
+
+import dataclasses
+
+import keras_hub
+
+M = keras_hub.models
+VOCAB = 40
+_TINY = dict(vocabulary_size=VOCAB, num_layers=2, hidden_dim=16)
+_HEADS = dict(num_heads=2, intermediate_dim=32)
+_GQA = dict(num_query_heads=2, num_key_value_heads=1, intermediate_dim=32)
+_SMOLLM = dict(
+    intermediate_dim=32,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    attention_bias=False,
+    attention_dropout=0.0,
+    rope_layer_enabled_list=[True, True],
+    layer_types=["attention", "attention"],
+    mlp_bias=False,
+    layer_norm_epsilon=1e-6,
+    max_position_embeddings=32,
+    rope_theta=10000.0,
+    partial_rotary_factor=1.0,
+    **_TINY,
+)
+# Qwen3.5's GatedDeltaNet layers run a Python-level recurrence that takes
+# over a minute per tiny model on CPU; the adapter sits before every block
+# kind alike, so the tests use the full-attention kind.
+_FULL_ATTENTION = ["full_attention", "full_attention"]
+_T5GEMMA = dict(
+    vocabulary_size=VOCAB,
+    **{
+        f"{stack}_{key}": value
+        for stack in ("encoder", "decoder")
+        for key, value in dict(
+            hidden_dim=16,
+            intermediate_dim=32,
+            num_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=8,
+            layer_types=["full_attention", "full_attention"],
+        ).items()
+    },
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A covered backbone class and how the tests build a tiny one.
+
+    `build()` returns the backbone, or a task around it (`preprocessor=None`)
+    where the family has a causal or seq2seq LM. `tested_in` names the test
+    file of families checked elsewhere.
+    """
+
+    backbone: str
+    build: object
+    kind: str = "encoder"  # or "decoder", "seq2seq"
+    tested_in: str = "tests/test_families.py"
+
+
+def _lm(task, backbone_class, **kwargs):
+    kind = "seq2seq" if task.endswith("Seq2SeqLM") else "decoder"
+    return lambda: getattr(M, task)(
+        backbone=getattr(M, backbone_class)(**kwargs), preprocessor=None
+    ), kind
+
+
+def _backbone(backbone_class, **kwargs):
+    return lambda: getattr(M, backbone_class)(**kwargs), "encoder"
+
+
+def _family(backbone, build_and_kind):
+    return Family(backbone, *build_and_kind)
+
+
+def _elsewhere(backbone, test_file, kind):
+    return Family(backbone, None, kind, test_file)
+
+
+_NEW = [
+    # Encoders.
+    _family("ESMBackbone", _backbone("ESMBackbone", **_HEADS, **_TINY)),
+    _family("ESM2Backbone", _backbone("ESM2Backbone", **_HEADS, **_TINY)),
+    _family(
+        "FNetBackbone",
+        _backbone(
+            "FNetBackbone", intermediate_dim=32, max_sequence_length=16, **_TINY
+        ),
+    ),
+    _family(
+        "RoformerV2Backbone",
+        _backbone("RoformerV2Backbone", head_size=8, **_HEADS, **_TINY),
+    ),
+    _family("XLNetBackbone", _backbone("XLNetBackbone", **_HEADS, **_TINY)),
+    # Decoder-only LMs.
+    _family(
+        "BloomBackbone",
+        _lm("BloomCausalLM", "BloomBackbone", **_HEADS, **_TINY),
+    ),
+    _family(
+        "FalconBackbone",
+        _lm(
+            "FalconCausalLM",
+            "FalconBackbone",
+            num_attention_heads=2,
+            intermediate_dim=32,
+            **_TINY,
+        ),
+    ),
+    _family(
+        "GPTNeoXBackbone",
+        _lm(
+            "GPTNeoXCausalLM",
+            "GPTNeoXBackbone",
+            max_sequence_length=32,
+            **_HEADS,
+            **_TINY,
+        ),
+    ),
+    _family(
+        "Gemma4Backbone",
+        _lm(
+            "Gemma4CausalLM",
+            "Gemma4Backbone",
+            image_size=16,
+            head_dim=8,
+            **_GQA,
+            **_TINY,
+        ),
+    ),
+    _family(
+        "GptOssBackbone",
+        _lm("GptOssCausalLM", "GptOssBackbone", num_experts=2, **_GQA, **_TINY),
+    ),
+    _family(
+        "MixtralBackbone",
+        _lm(
+            "MixtralCausalLM", "MixtralBackbone", num_experts=2, **_GQA, **_TINY
+        ),
+    ),
+    _family(
+        "OPTBackbone",
+        _lm(
+            "OPTCausalLM",
+            "OPTBackbone",
+            max_sequence_length=32,
+            **_HEADS,
+            **_TINY,
+        ),
+    ),
+    _family(
+        "Phi3Backbone", _lm("Phi3CausalLM", "Phi3Backbone", **_GQA, **_TINY)
+    ),
+    _family(
+        "Qwen2Backbone", _lm("Qwen2CausalLM", "Qwen2Backbone", **_GQA, **_TINY)
+    ),
+    _family(
+        "QwenMoeBackbone",
+        _lm(
+            "QwenMoeCausalLM",
+            "QwenMoeBackbone",
+            moe_intermediate_dim=8,
+            shared_expert_intermediate_dim=16,
+            num_experts=2,
+            top_k=1,
+            **_GQA,
+            **_TINY,
+        ),
+    ),
+    _family(
+        "Qwen3MoeBackbone",
+        _lm(
+            "Qwen3MoeCausalLM",
+            "Qwen3MoeBackbone",
+            moe_intermediate_dim=8,
+            num_experts=2,
+            top_k=1,
+            head_dim=8,
+            **_GQA,
+            **_TINY,
+        ),
+    ),
+    _family(
+        "Qwen3_5Backbone",
+        _lm(
+            "Qwen3_5CausalLM",
+            "Qwen3_5Backbone",
+            head_dim=8,
+            layer_types=_FULL_ATTENTION,
+            **_GQA,
+            **_TINY,
+        ),
+    ),
+    _family(
+        "Qwen3_5MoeBackbone",
+        _lm(
+            "Qwen3_5MoeCausalLM",
+            "Qwen3_5MoeBackbone",
+            head_dim=8,
+            layer_types=_FULL_ATTENTION,
+            num_query_heads=2,
+            num_key_value_heads=1,
+            moe_intermediate_dim=8,
+            shared_expert_intermediate_size=16,
+            num_experts=2,
+            top_k=1,
+            **_TINY,
+        ),
+    ),
+    _family(
+        "RWKV7Backbone",
+        _lm(
+            "RWKV7CausalLM",
+            "RWKV7Backbone",
+            hidden_size=16,
+            head_size=8,
+            num_layers=2,
+            vocabulary_size=VOCAB,
+            intermediate_dim=32,
+        ),
+    ),
+    _family(
+        "SmolLMBackbone", _lm("SmolLMCausalLM", "SmolLMBackbone", **_SMOLLM)
+    ),
+    _family(
+        "SmolLM3Backbone", _lm("SmolLM3CausalLM", "SmolLM3Backbone", **_SMOLLM)
+    ),
+    # Encoder-decoders.
+    _family(
+        "BartBackbone",
+        _lm(
+            "BartSeq2SeqLM",
+            "BartBackbone",
+            max_sequence_length=16,
+            **_HEADS,
+            **_TINY,
+        ),
+    ),
+    _family(
+        "T5GemmaBackbone",
+        _lm("T5GemmaSeq2SeqLM", "T5GemmaBackbone", **_T5GEMMA),
+    ),
+    _family(
+        "T5Gemma2Backbone",
+        _lm("T5Gemma2Seq2SeqLM", "T5Gemma2Backbone", **_T5GEMMA),
+    ),
+]
+NEW_FAMILIES = {f.backbone: f for f in _NEW}
+
+FAMILIES = {
+    **NEW_FAMILIES,
+    **{
+        name: _elsewhere(name, "tests/test_adapt.py", "encoder")
+        for name in (
+            "AlbertBackbone",
+            "BertBackbone",
+            "DebertaV3Backbone",
+            "DistilBertBackbone",
+            "ElectraBackbone",
+            "RobertaBackbone",
+            "XLMRobertaBackbone",
+        )
+    },
+    **{
+        name: _elsewhere(name, "tests/test_causal_lm.py", "decoder")
+        for name in (
+            "GPT2Backbone",
+            "GemmaBackbone",
+            "Gemma3Backbone",
+            "LlamaBackbone",
+            "Llama3Backbone",
+            "MistralBackbone",
+            "QwenBackbone",
+            "Qwen3Backbone",
+        )
+    },
+    "T5Backbone": _elsewhere("T5Backbone", "tests/test_seq2seq.py", "seq2seq"),
+    "PaliGemmaBackbone": _elsewhere(
+        "PaliGemmaBackbone", "tests/test_pali_gemma.py", "decoder"
+    ),
+    "ViTBackbone": _elsewhere("ViTBackbone", "tests/test_vision.py", "encoder"),
+}

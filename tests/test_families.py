@@ -1,0 +1,225 @@
+"""Every KerasHub text/LM family found by the generic insertion rule.
+
+One tiny model per family (tests/families.py), all three backends. Each
+test builds its model once and checks several things on it, so the suite
+pays one build (and, for LMs, one generate() compile) per family.
+"""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import keras_adalink
+from tests.conftest import randomize_adapter
+from tests.conftest import to_numpy
+from tests.families import NEW_FAMILIES
+from tests.families import VOCAB
+
+SEQ, PROMPT = 8, 3
+LM_TASKS = (keras_hub.models.CausalLM, keras_hub.models.Seq2SeqLM)
+
+
+def _inputs(model, batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    inputs = model.input
+    x = {}
+    for name, tensor in inputs.items():
+        shape = (batch, *[d or SEQ for d in tensor.shape[1:]])
+        if name.endswith("token_ids"):
+            x[name] = rng.integers(1, VOCAB, size=shape).astype("int32")
+        elif name.endswith("padding_mask"):
+            x[name] = np.ones(shape, "int32")
+        elif name == "task_id":
+            continue  # Set by the test.
+        else:  # segment_ids
+            x[name] = np.zeros(shape, "int32")
+    return x
+
+
+def _flat(outputs):
+    return [np.asarray(o) for o in keras.tree.flatten(to_numpy(outputs))]
+
+
+def _backbone(model):
+    return (
+        model
+        if isinstance(model, keras_hub.models.Backbone)
+        else (model.backbone)
+    )
+
+
+@pytest.fixture(params=sorted(NEW_FAMILIES))
+def family(request):
+    return NEW_FAMILIES[request.param]
+
+
+def test_adapts_at_both_points_identity_then_acts(family, tmp_path):
+    model = family.build()
+    backbone = _backbone(model)
+    x = _inputs(backbone)
+    before = _flat(backbone(x))
+    for insertion in ("token_embedding", "block_input"):
+        adapted = keras_adalink.adapt(backbone, rank=2, insertion=insertion)
+        assert adapted.insertion == insertion
+        for want, have in zip(before, _flat(adapted(x))):
+            np.testing.assert_allclose(have, want, atol=1e-5)
+        assert [v.path for v in adapted.trainable_weights] == [
+            "adalink/adalink_down",
+            "adalink/adalink_up",
+        ]
+        assert not backbone.trainable_weights
+        randomize_adapter(adapted)
+        after = _flat(adapted(x))
+        assert not np.allclose(after[0], before[0], atol=1e-4)
+    # Adapter file and `.keras` round trips (the last, block_input, model).
+    keras_adalink.save_adapter(adapted, tmp_path / "a.safetensors")
+    fresh = keras_adalink.adapt(backbone, rank=2, insertion="block_input")
+    keras_adalink.load_adapter(fresh, tmp_path / "a.safetensors")
+    for want, have in zip(after, _flat(fresh(x))):
+        np.testing.assert_allclose(have, want, atol=1e-5)
+    adapted.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    for want, have in zip(after, _flat(restored(x))):
+        np.testing.assert_allclose(have, want, atol=1e-5)
+
+
+def _fit_setup(adapted):
+    """`(model, x, y)` for one fit step: LM loss, or a pooled head."""
+    x = _inputs(adapted)
+    if isinstance(adapted, LM_TASKS):
+        target = x.get("token_ids", x.get("decoder_token_ids"))
+        adapted.compile(
+            optimizer=keras.optimizers.SGD(0.1),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        return adapted, x, np.roll(target, -1, axis=1)
+    inputs = {
+        k: keras.Input(t.shape[1:], dtype=t.dtype, name=k)
+        for k, t in adapted.input.items()
+    }
+    hidden = next(
+        h for h in keras.tree.flatten(adapted(inputs)) if len(h.shape) == 3
+    )
+    score = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(hidden))
+    model = keras.Model(inputs, score)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    return model, x, np.ones((2, 1), "float32")
+
+
+def test_only_the_adapter_and_head_train(family):
+    model = family.build()
+    adapted = keras_adalink.adapt(model, rank=2)
+    randomize_adapter(adapted)  # So W_down gets a gradient too.
+    trained, x, y = _fit_setup(adapted)
+    frozen = _backbone(adapted).backbone.weights
+    assert not any(v.trainable for v in frozen)
+    before = [np.array(v.numpy()) for v in frozen]
+    adapter = [np.array(v.numpy()) for v in _backbone(adapted).adapter.weights]
+    trained.fit(x, y, epochs=1, batch_size=2, verbose=0)
+    for value, v in zip(before, frozen):
+        np.testing.assert_array_equal(value, v.numpy(), v.path)
+    for value, v in zip(adapter, _backbone(adapted).adapter.weights):
+        assert not np.array_equal(value, v.numpy()), v.path
+
+
+def _prompt(lm, batch):
+    x = _inputs(lm, batch=batch)
+    prefix = "decoder_" if isinstance(lm, keras_hub.models.Seq2SeqLM) else ""
+    x[f"{prefix}token_ids"][:, PROMPT:] = 0
+    x[f"{prefix}padding_mask"][:, PROMPT:] = 0
+    return x, f"{prefix}token_ids", f"{prefix}padding_mask"
+
+
+# Where KerasHub's own generate() does not follow its training path even
+# unadapted, generate() is checked against the folded model's instead.
+GENERATE_DIFFERS = {
+    "Gemma4Backbone": "KerasHub's Gemma4CausalLM greedy generate() differs "
+    "from the argmax of its own forward pass even unadapted",
+}
+# Where generate() needs inputs only the family's preprocessor makes.
+GENERATE_UNTESTED = {
+    "RWKV7Backbone": "KerasHub's RWKV7CausalLM.generate_step() reads "
+    "`predict_token_ids` and `input_padding_mask`, which only its "
+    "preprocessor makes",
+}
+GENERATING = sorted(
+    n
+    for n, f in NEW_FAMILIES.items()
+    if f.kind != "encoder" and n not in GENERATE_UNTESTED
+)
+
+
+@pytest.mark.parametrize("name", GENERATING)
+def test_mixed_task_generate_follows_teacher_forcing(name):
+    """Greedy generate() (cached decoding, direct layer calls) picks, at every
+    step and for every row's own task, the argmax of the training path."""
+    if name in GENERATE_DIFFERS:
+        pytest.skip(
+            GENERATE_DIFFERS[name] + "; see test_generate_equals_folded"
+        )
+    lm = keras_adalink.adapt(
+        NEW_FAMILIES[name].build(), rank=2, num_tasks=2, dropout=0.0
+    )
+    randomize_adapter(lm, scale=1.0)
+    lm.compile(sampler="greedy")
+    prompt, ids, mask = _prompt(lm, batch=3)
+    task_id = np.array([1, 0, 1], "int32")
+    out = lm.generate({**prompt, "task_id": task_id}, stop_token_ids=None)
+    tokens = np.asarray(out[ids])
+    full = {**prompt, ids: tokens, mask: np.ones_like(tokens)}
+    logits = to_numpy(lm({**full, "task_id": task_id}))
+    np.testing.assert_array_equal(
+        tokens[:, PROMPT:], np.argmax(logits[:, PROMPT - 1 : -1], -1)
+    )
+    # The tasks differ: the same rows under the other task decode otherwise.
+    other = to_numpy(lm({**full, "task_id": 1 - task_id}))
+    assert not np.array_equal(
+        np.argmax(other[:, PROMPT - 1 : -1], -1), tokens[:, PROMPT:]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(GENERATE_DIFFERS))
+def test_generate_equals_folded(name):
+    """generate() of the adapted model equals generate() of the unadapted
+    architecture with the adapter folded into its table, row by row."""
+    lm = keras_adalink.adapt(NEW_FAMILIES[name].build(), rank=2, dropout=0.0)
+    randomize_adapter(lm, scale=1.0)
+    folded = keras_adalink.fold(lm)
+    prompt, ids, _ = _prompt(lm, batch=3)
+    outputs = []
+    for model in (lm, folded):
+        model.compile(sampler="greedy")
+        outputs.append(
+            np.asarray(model.generate(prompt, stop_token_ids=None)[ids])
+        )
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+# The token-embedding site is not a plain vocabulary table.
+NOT_FOLDABLE = {
+    "XLNetBackbone": "the token stream leaves a composite content-and-query "
+    "embedding layer, not a table",
+    **dict.fromkeys(
+        ["T5GemmaBackbone", "T5Gemma2Backbone"],
+        "a table per stack; fold writes the single shared `token_embedding`",
+    ),
+}
+
+
+def test_fold_where_foldable(family):
+    """Folding into the table equals the adapted model (tied LM heads are
+    untied); where the site is not a plain table, fold refuses and says why."""
+    model = family.build()
+    adapted = keras_adalink.adapt(model, rank=2, dropout=0.0)
+    randomize_adapter(adapted, scale=0.3)
+    x = _inputs(adapted)
+    if family.backbone in NOT_FOLDABLE:
+        with pytest.raises(ValueError, match="folded"):
+            keras_adalink.fold(adapted)
+        return
+    folded = keras_adalink.fold(adapted)
+    assert type(folded) is type(model)
+    assert not any("adalink" in v.path for v in folded.weights)
+    for want, have in zip(_flat(adapted(x)), _flat(folded(x))):
+        np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4)
