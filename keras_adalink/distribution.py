@@ -18,6 +18,8 @@ so no backbone pattern can match an adapter path, the trap of keras#19496;
 the tests check the layout of every variable.
 """
 
+import warnings
+
 import keras
 from keras_hub.models import Backbone
 
@@ -149,11 +151,53 @@ def _rules(cls, model_dim, data_dim):
     )
 
 
+def _fit_to_mesh(layout_map, model, strict):
+    """Replicates each axis of `model`'s variables the mesh does not divide.
+
+    A rule that splits, say, a 2-head query kernel over a model axis of 4
+    would fail inside `fit` (jax: `IndivisibleError`). Such a variable gets
+    an exact-path entry (Keras looks exact paths up before patterns) with
+    that axis replicated.
+    """
+    mesh = layout_map.device_mesh
+    sizes = dict(zip(mesh.axis_names, mesh.shape))
+    fixed = []
+    for variable in model.weights:
+        layout = layout_map[variable.path]
+        if layout is None:
+            continue
+        axes = tuple(layout.axes)
+        fitted = tuple(
+            axis
+            if axis is None or dim is None or dim % sizes[axis] == 0
+            else None
+            for axis, dim in zip(axes, variable.shape)
+        )
+        if fitted != axes:
+            layout_map[variable.path] = fitted
+            fixed.append(f"{variable.path} {tuple(variable.shape)}")
+    if fixed and strict:
+        raise ValueError(
+            f"The mesh {dict(sizes)} does not divide these variables along "
+            f"the axes their layout splits: {fixed}. Use a mesh whose model "
+            "axis divides the head count and widths, or strict=False to "
+            "replicate those axes."
+        )
+    if fixed:
+        warnings.warn(
+            f"keras_adalink.get_layout_map: the mesh {dict(sizes)} does not "
+            f"divide {len(fixed)} variable(s) along the axes their layout "
+            f"splits; those axes are replicated instead: {fixed}",
+            stacklevel=3,
+        )
+
+
 def get_layout_map(
     model,
     device_mesh,
     model_dim_name="model",
     data_dim_name="batch",
+    strict=False,
 ):
     """A `keras.distribution.LayoutMap` for an adapted KerasHub model.
 
@@ -168,6 +212,11 @@ def get_layout_map(
         device_mesh: `keras.distribution.DeviceMesh` with both axis names.
         model_dim_name: str. Mesh axis that splits the weights.
         data_dim_name: str. Mesh axis that splits the batch.
+        strict: bool. For a built `model`: raise `ValueError` when the mesh
+            does not divide a variable along an axis its layout splits
+            (a 2-head attention kernel on a model axis of 4, say). Defaults
+            to `False`: replicate that axis and warn once, naming the
+            variables. A class has no shapes yet to check.
 
     Example:
     >>> mesh = keras.distribution.DeviceMesh(
@@ -193,4 +242,6 @@ def get_layout_map(
         layout_map[key] = axes
     # Replicated whatever the weight's rank (AdaLink 2-D, routers 3-D).
     layout_map[ADAPTER_KEY] = ()
+    if not isinstance(model, type):
+        _fit_to_mesh(layout_map, model, strict)
     return layout_map

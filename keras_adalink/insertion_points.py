@@ -366,11 +366,6 @@ def find_insertion_sites(backbone, insertion):
             f"`insertion` must be one of {INSERTIONS}. "
             f"Received: insertion={insertion!r}"
         )
-    if not isinstance(backbone, keras.Model) or not backbone.layers:
-        raise ValueError(
-            "keras_adalink adapts functional KerasHub backbones. Received: "
-            f"{type(backbone).__name__}"
-        )
     token_sites, block_sites = _points(backbone)
     if insertion == "token_embedding":
         return token_sites(backbone)

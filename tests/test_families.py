@@ -5,16 +5,25 @@ test builds its model once and checks several things on it, so the suite
 pays one build (and, for LMs, one generate() compile) per family.
 """
 
+import warnings
+
 import keras
 import keras_hub
 import numpy as np
 import pytest
 
 import keras_adalink
+from keras_adalink.insertion_points import REFUSED
+from keras_adalink.insertion_points import default_insertion
 from tests.conftest import randomize_adapter
 from tests.conftest import to_numpy
+from tests.families import FAMILIES
+from tests.families import GENERATE_DIFFERS
+from tests.families import GENERATE_UNTESTED
 from tests.families import NEW_FAMILIES
+from tests.families import NOT_FOLDABLE
 from tests.families import VOCAB
+from tests.families import build
 
 SEQ, PROMPT = 8, 3
 LM_TASKS = (keras_hub.models.CausalLM, keras_hub.models.Seq2SeqLM)
@@ -131,18 +140,6 @@ def _prompt(lm, batch):
     return x, f"{prefix}token_ids", f"{prefix}padding_mask"
 
 
-# Where KerasHub's own generate() does not follow its training path even
-# unadapted, generate() is checked against the folded model's instead.
-GENERATE_DIFFERS = {
-    "Gemma4Backbone": "KerasHub's Gemma4CausalLM greedy generate() differs "
-    "from the argmax of its own forward pass even unadapted",
-}
-# Where generate() needs inputs only the family's preprocessor makes.
-GENERATE_UNTESTED = {
-    "RWKV7Backbone": "KerasHub's RWKV7CausalLM.generate_step() reads "
-    "`predict_token_ids` and `input_padding_mask`, which only its "
-    "preprocessor makes",
-}
 GENERATING = sorted(
     n
     for n, f in NEW_FAMILIES.items()
@@ -196,17 +193,6 @@ def test_generate_equals_folded(name):
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
-# The token-embedding site is not a plain vocabulary table.
-NOT_FOLDABLE = {
-    "XLNetBackbone": "the token stream leaves a composite content-and-query "
-    "embedding layer, not a table",
-    **dict.fromkeys(
-        ["T5GemmaBackbone", "T5Gemma2Backbone"],
-        "a table per stack; fold writes the single shared `token_embedding`",
-    ),
-}
-
-
 def test_fold_where_foldable(family):
     """Folding into the table equals the adapted model (tied LM heads are
     untied); where the site is not a plain table, fold refuses and says why."""
@@ -223,3 +209,79 @@ def test_fold_where_foldable(family):
     assert not any("adalink" in v.path for v in folded.weights)
     for want, have in zip(_flat(adapted(x)), _flat(folded(x))):
         np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4)
+
+
+def _mesh(batch, model):
+    devices = [f"cpu:{i}" for i in range(batch * model)]
+    return keras.distribution.DeviceMesh(
+        (batch, model), ["batch", "model"], devices
+    )
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_layout_map_fits_every_mesh(name):
+    """Every variable gets a layout the mesh divides; the adapter is
+    replicated; an axis a mesh cannot divide is replicated with a warning
+    (or refused with strict=True)."""
+    adapted = keras_adalink.adapt(build(name), rank=2)
+    backbone_class = type(_backbone(adapted).backbone)
+    try:
+        keras_adalink.get_layout_map(backbone_class, _mesh(4, 2))
+    except ValueError as error:
+        assert "No model-parallel layout is known" in str(error)
+        return
+    for shape in ((4, 2), (2, 4), (1, 8)):
+        mesh = _mesh(*shape)
+        rules = keras_adalink.get_layout_map(backbone_class, mesh)
+        sizes = dict(zip(mesh.axis_names, mesh.shape))
+
+        def splits(layout, variable, sizes=sizes):
+            axes = () if layout is None else tuple(layout.axes)
+            return [
+                (dim, sizes[axis])
+                for axis, dim in zip(axes, variable.shape)
+                if axis is not None
+            ]
+
+        indivisible = [
+            v.path
+            for v in adapted.weights
+            if any(dim % size for dim, size in splits(rules[v.path], v))
+        ]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fitted = keras_adalink.get_layout_map(adapted, mesh)
+        warned = [w for w in caught if "replicated instead" in str(w.message)]
+        assert bool(warned) == bool(indivisible), shape
+        for path in indivisible:
+            assert path in str(warned[0].message)
+        sharded = 0
+        for v in adapted.weights:
+            layout = fitted[v.path]
+            if "adalink" in v.path:
+                assert tuple(layout.axes) == (), v.path
+            assert all(dim % size == 0 for dim, size in splits(layout, v))
+            sharded += bool(splits(layout, v))
+        assert sharded, "the map splits nothing"
+        if indivisible:
+            with pytest.raises(ValueError, match="does not divide"):
+                keras_adalink.get_layout_map(adapted, mesh, strict=True)
+
+
+def test_every_keras_hub_backbone_is_covered_or_refused():
+    """A new KerasHub backbone class fails here, by name, until it is added
+    to tests/families.py or refused on purpose (with a reason)."""
+    classes = {
+        name
+        for name in dir(keras_hub.models)
+        if name.endswith("Backbone") and name != "Backbone"
+    }
+    unlisted = classes - set(FAMILIES) - set(REFUSED)
+    assert not unlisted, f"neither covered nor refused: {sorted(unlisted)}"
+    assert not set(FAMILIES) & set(REFUSED)
+    for name in sorted(REFUSED):
+        cls = getattr(keras_hub.models, name, None)
+        assert cls is not None, f"REFUSED names a class KerasHub lacks: {name}"
+        # The reason is given before anything is built or read.
+        with pytest.raises(ValueError, match=REFUSED[name][:30]):
+            default_insertion(object.__new__(cls))
