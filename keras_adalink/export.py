@@ -58,7 +58,7 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
     `serving_tokens` with a `preprocessor`).
 
     On jax the model is converted with jax2tf using symbolic batch and
-    sequence sizes, constrained to `s <= max_sequence_length` where the
+    sequence sizes, constrained to `s, t <= max_sequence_length` where the
     backbone has one (BERT-style position tables check it), without
     gradients. On tensorflow it is traced directly. Torch has no SavedModel
     path in Keras: export with `model.export(path, format="onnx")` there.
@@ -93,8 +93,13 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
     if backend == "jax":
         shapes = _polymorphic_shapes(inputs)
         limit = _max_sequence_length(model)
-        uses_s = any("s" in str(s) for s in keras.tree.flatten(shapes))
-        constraints = (f"s <= {limit}",) if limit and uses_s else ()
+        used = " ".join(str(s) for s in keras.tree.flatten(shapes))
+        # Encoder (`s`) and decoder (`t`) lengths share the position table.
+        constraints = tuple(
+            f"{stem} <= {limit}"
+            for stem in ("s", "t")
+            if limit and (f" {stem})" in used or f" {stem}," in used)
+        )
         kwargs["jax2tf_kwargs"] = {
             "polymorphic_shapes": [shapes],
             "polymorphic_constraints": constraints,

@@ -35,10 +35,11 @@ INSERTIONS = ("token_embedding", "block_input")
 # `every_call` (a table shared by two stacks). `modality` names the tokens it
 # sees (None: any, routed by ids or layout). An `optional` site is adapted
 # only by a ModalityRouter that names its modality (a decoder stack).
+# `where` says it in words: "after", "before" or "inside" the layer.
 Site = collections.namedtuple(
     "Site",
-    ["layer", "apply", "modality", "optional", "every_call"],
-    defaults=[None, False, False],
+    ["layer", "apply", "modality", "optional", "every_call", "where"],
+    defaults=[None, False, False, "after"],
 )
 
 
@@ -72,7 +73,7 @@ def before_layer(layer, modality=None, optional=False):
         key = next(iter(kwargs))
         return call(**{**kwargs, key: adapter(kwargs[key])})
 
-    return Site(layer, apply, modality, optional)
+    return Site(layer, apply, modality, optional, where="before")
 
 
 def inside_token_and_position(layer):
@@ -89,7 +90,7 @@ def inside_token_and_position(layer):
         )
         return tokens + positions
 
-    return Site(layer, apply, every_call=True)
+    return Site(layer, apply, every_call=True, where="inside")
 
 
 # --- The rule: read the sites off the functional graph. ---
@@ -189,8 +190,11 @@ def block_input_sites(backbone):
     if len(stacks) == 1:
         return [before_layer(*stacks.values())]
     raise ValueError(
-        f"Could not tell the block stack of {type(backbone).__name__}: its "
-        f"lists of graph layers are {sorted(stacks) or 'none'}."
+        f"keras_adalink found no block stack in {type(backbone).__name__} "
+        "(a public list of the layers its graph calls, like "
+        f"`transformer_layers`; found {sorted(stacks) or 'none'}), so it "
+        "does not know where to insert the adapter. docs/coverage.md lists "
+        "every KerasHub backbone."
     )
 
 

@@ -62,9 +62,23 @@ GENERATE_DIFFERS = {
 }
 # Where generate() needs inputs only the family's preprocessor makes.
 GENERATE_UNTESTED = {
+    "Gemma3Backbone": "KerasHub's Gemma3CausalLM.generate() without a "
+    "preprocessor fails on text-only inputs even unadapted; its cached path "
+    "is checked against the training path in test_causal_lm.py",
     "RWKV7Backbone": "KerasHub's RWKV7CausalLM.generate_step() reads "
     "`predict_token_ids` and `input_padding_mask`, which only its "
     "preprocessor makes",
+}
+
+# Families whose SavedModel export is tested (tests/test_export.py): one
+# encoder, decoder and encoder-decoder at least.
+EXPORT_TESTED = {
+    "BertBackbone": "yes",
+    "GemmaBackbone": "yes (folded)",
+    "BartBackbone": "yes",
+    "MixtralBackbone": "tensorflow backend only; jax: its MoE router's "
+    "top_k lowers to a StableHLO op (`vhlo.composite_v2`) the pinned "
+    "TensorFlow cannot read",
 }
 
 # The token-embedding site is not a plain vocabulary table.

@@ -1,8 +1,10 @@
 """Every public symbol is documented with an example and in the API page."""
 
+import importlib.util
 import inspect
 import os
 
+import keras
 import pytest
 
 import keras_adalink
@@ -52,3 +54,22 @@ def test_api_page_lists_every_public_symbol():
         page = f.read()
     missing = [name for name in PUBLIC if f"::: {name}\n" not in page]
     assert not missing
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="the coverage page is backend-independent: checked once, on jax",
+)
+def test_coverage_page_matches_the_code():
+    """docs/coverage.md is what docs/make_coverage.py writes today."""
+    spec = importlib.util.spec_from_file_location(
+        "make_coverage", os.path.join(ROOT, "docs", "make_coverage.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with open(os.path.join(ROOT, "docs", "coverage.md")) as page:
+        committed = page.read()
+    assert committed == module.render(), (
+        "docs/coverage.md is stale: run "
+        "`KERAS_BACKEND=jax python docs/make_coverage.py`"
+    )

@@ -313,3 +313,26 @@ def test_composed_model_serves_task_names(tmp_path):
     np.testing.assert_allclose(
         by_id["outputs"].numpy(), served["outputs"], atol=1e-6
     )
+
+
+@pytest.mark.parametrize("name", ["MixtralBackbone", "BartBackbone"])
+def test_decoder_and_seq2seq_families_export(name, tmp_path):
+    """A mixture-of-experts decoder and an encoder-decoder with a shared
+    table, adapted (unfolded), serve the same logits from TensorFlow."""
+    from tests.families import EXPORT_TESTED
+    from tests.families import NEW_FAMILIES
+    from tests.test_families import _inputs
+
+    if keras.backend.backend() == "jax" and "jax:" in EXPORT_TESTED[name]:
+        pytest.skip(EXPORT_TESTED[name])
+
+    lm = keras_adalink.adapt(NEW_FAMILIES[name].build(), rank=2, dropout=0.0)
+    randomize_adapter(lm, scale=0.3)
+    keras_adalink.export_saved_model(lm, tmp_path / "lm")
+    x = _inputs(lm)
+    np.testing.assert_allclose(
+        _serve(tmp_path, tmp_path / "lm", x),
+        keras.ops.convert_to_numpy(lm(x)),
+        rtol=1e-4,
+        atol=1e-4,
+    )
