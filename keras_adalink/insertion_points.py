@@ -112,14 +112,8 @@ def _readers(backbone, input_suffix):
 
 def _table(backbone, readers):
     """The one embedding layer among `readers` (None if none or several)."""
-    tables = [
-        layer
-        for layer in readers
-        if isinstance(
-            layer,
-            (keras.layers.Embedding, keras_hub.layers.TokenAndPositionEmbedding),
-        )
-    ]
+    kinds = (keras.layers.Embedding, keras_hub.layers.TokenAndPositionEmbedding)
+    tables = [layer for layer in readers if isinstance(layer, kinds)]
     # No table reads the ids itself: a composite embedding layer does.
     candidates = tables or [
         layer for layer in readers if _float_output(layer, backbone)
