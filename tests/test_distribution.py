@@ -231,7 +231,9 @@ def test_distributed_fit_matches_single_device():
             assert run["reload_max_diff"] < 1e-5, (kind, name)
             expected = "P()" if name == "model_parallel" else "P(None, "
             assert all(s.startswith(expected) for s in run["adapter_specs"])
-        assert results[kind]["model_parallel"]["sharded_weights"] > 10
+        # The encoder's 2-head attention stays replicated on a model axis
+        # of 4; its feed-forward layers and token table are still split.
+        assert results[kind]["model_parallel"]["sharded_weights"] > 6
         assert results[kind]["data_parallel"]["sharded_weights"] == 0
     assert results["encoder"]["model_parallel"]["exported"]
     assert results["encoder"]["data_parallel"]["exported"]
