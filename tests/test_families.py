@@ -235,6 +235,11 @@ def _mesh(batch, model):
     )
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="layouts are backend-independent objects: checked once, on jax "
+    "(distributed fit itself: tests/test_distribution.py)",
+)
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_layout_map_fits_every_mesh(name):
     """Every variable gets a layout the mesh divides; the adapter is
