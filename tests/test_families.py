@@ -307,3 +307,33 @@ def test_every_keras_hub_backbone_is_covered_or_refused():
         # The reason is given before anything is built or read.
         with pytest.raises(ValueError, match=REFUSED[name][:30]):
             default_insertion(object.__new__(cls))
+
+
+@pytest.mark.parametrize(
+    "name,task",
+    [
+        ("ESMBackbone", "ESMProteinClassifier"),
+        ("FNetBackbone", "FNetTextClassifier"),
+        ("RoformerV2Backbone", "RoformerV2TextClassifier"),
+        ("ESM2Backbone", "ESM2MaskedPLM"),
+        ("FNetBackbone", "FNetMaskedLM"),
+        ("RoformerV2Backbone", "RoformerV2MaskedLM"),
+    ],
+)
+def test_encoder_tasks_adapt(name, task):
+    """Classifier and masked-LM tasks of the new encoders: same class, head
+    weights carried over, identity at init, then the adapter acts."""
+    backbone = NEW_FAMILIES[name].build()
+    kwargs = {} if "Masked" in task else {"num_classes": 3}
+    model = getattr(keras_hub.models, task)(
+        backbone=backbone, preprocessor=None, **kwargs
+    )
+    x = _inputs(model)
+    if "Masked" in task:
+        x["mask_positions"] = np.array([[1, 2], [3, 0]], "int32")
+    before = _flat(model(x))
+    adapted = keras_adalink.adapt(model, rank=2)
+    assert type(adapted) is type(model)
+    np.testing.assert_allclose(_flat(adapted(x))[0], before[0], atol=1e-5)
+    randomize_adapter(adapted)
+    assert not np.allclose(_flat(adapted(x))[0], before[0], atol=1e-4)

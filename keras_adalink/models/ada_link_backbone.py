@@ -186,6 +186,8 @@ class AdaLinkBackbone(Backbone):
                 setattr(self, key, value)
             elif isinstance(value, keras.layers.Layer):
                 object.__setattr__(self, key, swap(value))
+            elif callable(value):  # An activation tasks read (ESM's).
+                object.__setattr__(self, key, value)
 
     # Router ids are checked eagerly, before compiled code can't look at them.
     def fit(self, x=None, *args, **kwargs):
