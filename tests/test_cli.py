@@ -339,19 +339,20 @@ def test_compose_runs_then_eval_predict_export(tmp_path):
     )
     assert composed["tasks"] == ["sentiment", "length"]
     texts = ["a gorgeous, witty film", "a dull mess", "fine"]
+    # One process per check keeps this test short (each loads MiniLM):
+    # predictions alone vs composed for the regression task, eval alone vs
+    # composed for the classifier; compose's numerics are tested on every
+    # backend in tests/test_compose.py.
     for task, run in [("sentiment", sentiment), ("length", length)]:
-        alone = _predictions("--adapter", str(run), "--text", *texts)
         both = _predictions(
             "--adapter", str(multi), "--task", task, "--text", *texts
         )
         assert [p["task"] for p in both] == [task] * 3
-        for a, b in zip(alone, both):
-            assert a["text"] == b["text"]
-            if task == "sentiment":
-                assert a["prediction"] == b["prediction"]
-            else:
+        if task == "length":
+            alone = _predictions("--adapter", str(run), "--text", *texts)
+            for a, b in zip(alone, both):
+                assert a["text"] == b["text"]
                 assert a["prediction"] == pytest.approx(b["prediction"], 1e-4)
-        if task != "sentiment":  # one eval comparison keeps the test short
             continue
         own = json.loads(
             _run("eval", "--adapter", str(run), "--data", str(data))
@@ -377,19 +378,8 @@ def test_compose_runs_then_eval_predict_export(tmp_path):
         "predict", "--adapter", str(multi), "--text", "x", check=False
     )
     assert missing.returncode == 2 and "sentiment, length" in missing.stderr
-    # Duplicate names are refused, naming them; the composed run grows
-    # and shrinks by task.
-    dup = _run(
-        "compose",
-        "--adapter",
-        str(multi),
-        "--adapter",
-        f"length={sentiment}",
-        "--out",
-        str(tmp_path / "dup"),
-        check=False,
-    )
-    assert dup.returncode == 2 and "repeated" in dup.stderr
+    # The composed run grows and shrinks by task (refusals such as repeated
+    # names: tests/test_compose.py).
     grown = json.loads(
         _run(
             "compose",
