@@ -50,7 +50,9 @@ def test_fold_task_keeps_class_preprocessor_and_head():
     _close(folded.predict(x, verbose=0), adapted.predict(x, verbose=0))
 
 
-@pytest.mark.parametrize("lm_name", ["llama", "qwen", "mistral"])
+@pytest.mark.parametrize(
+    "lm_name", ["llama", "llama3", "qwen", "qwen3", "mistral", "gemma3"]
+)
 def test_fold_causal_lm_logits(lm_name):
     lm = CAUSAL_LMS[lm_name]()
     adapted = keras_adalink.adapt(lm, rank=2, dropout=0.0)
