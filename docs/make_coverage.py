@@ -60,6 +60,8 @@ def _sites(backbone, insertion):
     try:
         sites = insertion_points.find_insertion_sites(backbone, insertion)
     except ValueError as error:
+        if "no single layer that looks" in str(error):
+            return "— (no token lookup)"
         return "— " + str(error).split(": ", 1)[-1].split(";")[0]
     parts = []
     for site in sites:
@@ -90,7 +92,10 @@ def _fold(model):
     try:
         keras_adalink.fold(adapted)
     except ValueError as error:
-        return "no: " + str(error).split("(")[0].split(":")[0].strip()
+        text = str(error)
+        if "right after the token lookup" in text:
+            return "no: " + text[text.index("(") + 1 : text.index(").")]
+        return "no: " + text.split(":")[0].strip()
     except NotImplementedError as error:
         return f"no: {error}"
     frozen = keras_adalink.AdaLinkBackbone
@@ -115,7 +120,7 @@ def _layout(cls):
 
 
 def _generate(name, family):
-    if family.kind == "encoder":
+    if family.kind in ("encoder", "vision"):
         return "—"
     if name in families.GENERATE_UNTESTED:
         return "not tested: " + families.GENERATE_UNTESTED[name]

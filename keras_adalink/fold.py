@@ -48,19 +48,33 @@ def _module(adapter, task_id):
 
 def _check_foldable(adalink_backbone):
     base = adalink_backbone.backbone
-    table = base.token_embedding
-    at_lookup = adalink_backbone.insertion == "token_embedding" and all(
-        table is site.layer
-        or table is getattr(site.layer, "token_embedding", 0)
-        for site in find_insertion_sites(base, "token_embedding")
-    )
-    if not at_lookup:
+    table = getattr(base, "token_embedding", None)
+    reason = None
+    if adalink_backbone.insertion != "token_embedding":
+        reason = (
+            f"this one is at '{adalink_backbone.insertion}', where it sees "
+            "positions, LayerNorm or patches"
+        )
+    else:
+        other = [
+            f"{site.where} `{site.layer.name}`"
+            for site in find_insertion_sites(base, "token_embedding")
+            if not site.optional
+            and not (
+                table is site.layer
+                or table is getattr(site.layer, "token_embedding", 0)
+            )
+        ]
+        if other:
+            reason = (
+                f"this one sits {' and '.join(other)}, not right after the "
+                "one vocabulary table `token_embedding`"
+            )
+    if reason is not None:
         raise ValueError(
             "Only an adapter right after the token lookup can be folded "
-            f"(this one is at '{adalink_backbone.insertion}' of "
-            f"{type(base).__name__}, where it sees positions, LayerNorm or "
-            "other modalities). Adapt with insertion='token_embedding', or "
-            "serve unfolded."
+            f"({reason}). Serve it unfolded, or adapt with "
+            "insertion='token_embedding' where that is a plain lookup."
         )
     if keras.activations.serialize(adalink_backbone.adapter.activation) != (
         "linear"

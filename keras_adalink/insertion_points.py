@@ -12,7 +12,10 @@ graph), never by class name or generated op name:
   between the token lookup and the position add.
 - `"block_input"`: the input of the first block of the stack (the public
   list attribute of blocks, `transformer_layers` and the like), after the
-  embedding stage (LayerNorm, dropout, projection) has run. In an
+  embedding stage (LayerNorm, dropout, projection) has run. Vision encoders
+  that keep the stack in one graph layer (ViT, DeiT, DINOv2: an `...Encoder`
+  called once) are adapted at that layer's input: patches, class token and
+  positions. In an
   encoder-decoder the encoder's first block; the decoder's first block is
   an optional second site, adapted when a `ModalityRouter` names
   `"decoder"` (`modalities=["encoder", "decoder"]`).
@@ -134,7 +137,8 @@ def token_embedding_sites(backbone):
         if encoder is None or decoder is None:
             raise ValueError(
                 f"{type(backbone).__name__} has no single layer that looks "
-                "`token_ids` up; use insertion='block_input'."
+                "`token_ids` up (image and audio models have none); use "
+                "insertion='block_input'."
             )
         return [
             after_layer(encoder, "encoder", every_call=True),
@@ -183,6 +187,15 @@ def block_input_sites(backbone):
         return [before_layer(stacks["transformer_layers"])]
     if len(stacks) == 1:
         return [before_layer(*stacks.values())]
+    # Vision encoders (DeiT, DINOv2) keep the whole stack in one graph
+    # layer, the one `...Encoder` of the graph.
+    packed = [
+        layer
+        for layer in backbone.layers
+        if type(layer).__name__.endswith("Encoder")
+    ]
+    if not stacks and len(packed) == 1:
+        return [before_layer(packed[0])]
     raise ValueError(
         f"keras_adalink found no block stack in {type(backbone).__name__} "
         "(a public list of the layers its graph calls, like "
@@ -207,19 +220,6 @@ def _image_and_text(backbone):
     return [after_layer(vision, modality="image"), text]
 
 
-def _vit_encoder(backbone):
-    return [before_layer(backbone.get_layer("vit_encoder"))]
-
-
-def _not_available(reason):
-    def sites(backbone):
-        raise ValueError(
-            f"{type(backbone).__name__} has no such insertion point: {reason}"
-        )
-
-    return sites
-
-
 # Family: (token_embedding sites, block_input sites, why the rule won't do).
 # Subclasses (Llama3 of Llama) match their parent's entry.
 EXCEPTIONS = {
@@ -240,15 +240,6 @@ EXCEPTIONS = {
         block_input_sites,
         "one table for both stacks and an embedding stage that is only "
         "lookup + dropout: both points are the first encoder block",
-    ),
-    "ViTBackbone": (
-        _not_available(
-            "ViT has no vocabulary table; use insertion='block_input' "
-            "(patch embeddings with class token and positions)"
-        ),
-        _vit_encoder,
-        "no token ids, and the patch embedding and encoder are graph "
-        "layers named `vit_encoder` rather than attributes",
     ),
 }
 
@@ -299,9 +290,6 @@ REFUSED = {
         [
             "BLIP2Backbone",
             "CLIPBackbone",
-            "DINOV2Backbone",
-            "DINOV3Backbone",
-            "DeiTBackbone",
             "Gemma3nBackbone",
             "MetaCLIP2Backbone",
             "MiTBackbone",
@@ -331,7 +319,9 @@ def _lookup(table, backbone):
 
 
 def _points(backbone):
-    reason = _lookup(REFUSED, backbone)
+    # By the class's own name: a refused base (FeaturePyramidBackbone) has
+    # subclasses that adapt (DINOV2).
+    reason = REFUSED.get(type(backbone).__name__)
     if reason is not None:
         raise ValueError(
             f"keras_adalink does not adapt {type(backbone).__name__}: it is "

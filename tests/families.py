@@ -16,6 +16,9 @@ M = keras_hub.models
 VOCAB = 40
 _TINY = dict(vocabulary_size=VOCAB, num_layers=2, hidden_dim=16)
 _HEADS = dict(num_heads=2, intermediate_dim=32)
+_VIT = dict(
+    patch_size=4, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32
+)
 _GQA = dict(num_query_heads=2, num_key_value_heads=1, intermediate_dim=32)
 _SMOLLM = dict(
     intermediate_dim=32,
@@ -86,8 +89,8 @@ NOT_FOLDABLE = {
     "XLNetBackbone": "the token stream leaves a composite content-and-query "
     "embedding layer, not a table",
     **dict.fromkeys(
-        ["T5GemmaBackbone", "T5Gemma2Backbone"],
-        "a table per stack; fold writes the single shared `token_embedding`",
+        ["DeiTBackbone", "DINOV2Backbone", "DINOV3Backbone"],
+        "no vocabulary table: the adapter sees patches and positions",
     ),
 }
 
@@ -103,7 +106,7 @@ class Family:
 
     backbone: str
     build: object
-    kind: str = "encoder"  # or "decoder", "seq2seq"
+    kind: str = "encoder"  # or "decoder", "seq2seq", "vision"
     tested_in: str = "tests/test_families.py"
 
 
@@ -116,6 +119,10 @@ def _lm(task, backbone_class, **kwargs):
 
 def _backbone(backbone_class, **kwargs):
     return lambda: getattr(M, backbone_class)(**kwargs), "encoder"
+
+
+def _vision(backbone_class, **kwargs):
+    return lambda: getattr(M, backbone_class)(**kwargs), "vision"
 
 
 def _family(backbone, build_and_kind):
@@ -141,6 +148,19 @@ _NEW = [
         _backbone("RoformerV2Backbone", head_size=8, **_HEADS, **_TINY),
     ),
     _family("XLNetBackbone", _backbone("XLNetBackbone", **_HEADS, **_TINY)),
+    # Vision encoders: the stack is one graph layer; patches in, no vocabulary.
+    _family(
+        "DeiTBackbone",
+        _vision("DeiTBackbone", image_shape=(16, 16, 3), **_VIT),
+    ),
+    _family(
+        "DINOV2Backbone",
+        _vision("DINOV2Backbone", image_shape=(16, 16, 3), **_VIT),
+    ),
+    _family(
+        "DINOV3Backbone",
+        _vision("DINOV3Backbone", image_shape=(16, 16, 3), **_VIT),
+    ),
     # Decoder-only LMs.
     _family(
         "BloomBackbone",
@@ -327,7 +347,7 @@ FAMILIES = {
     "PaliGemmaBackbone": _elsewhere(
         "PaliGemmaBackbone", "tests/test_pali_gemma.py", "decoder"
     ),
-    "ViTBackbone": _elsewhere("ViTBackbone", "tests/test_vision.py", "encoder"),
+    "ViTBackbone": _elsewhere("ViTBackbone", "tests/test_vision.py", "vision"),
 }
 
 

@@ -32,6 +32,9 @@ LM_TASKS = (keras_hub.models.CausalLM, keras_hub.models.Seq2SeqLM)
 def _inputs(model, batch=2, seed=0):
     rng = np.random.default_rng(seed)
     inputs = model.input
+    if not isinstance(inputs, dict):  # One image input.
+        shape = (batch, *inputs.shape[1:])
+        return rng.uniform(0, 1, size=shape).astype("float32")
     x = {}
     for name, tensor in inputs.items():
         shape = (batch, *[d or SEQ for d in tensor.shape[1:]])
@@ -41,6 +44,8 @@ def _inputs(model, batch=2, seed=0):
             x[name] = np.ones(shape, "int32")
         elif name == "task_id":
             continue  # Set by the test.
+        elif "float" in str(tensor.dtype):  # images
+            x[name] = rng.uniform(0, 1, size=shape).astype("float32")
         else:  # segment_ids
             x[name] = np.zeros(shape, "int32")
     return x
@@ -69,6 +74,11 @@ def test_adapts_at_both_points_identity_then_acts(family, tmp_path):
     x = _inputs(backbone)
     before = _flat(backbone(x))
     for insertion in ("token_embedding", "block_input"):
+        if family.kind == "vision" and insertion == "token_embedding":
+            with pytest.raises(ValueError, match="no single layer"):
+                keras_adalink.adapt(backbone, insertion=insertion)
+            assert keras_adalink.adapt(backbone).insertion == "block_input"
+            continue
         adapted = keras_adalink.adapt(backbone, rank=2, insertion=insertion)
         assert adapted.insertion == insertion
         for want, have in zip(before, _flat(adapted(x))):
@@ -160,7 +170,7 @@ def _prompt(lm, batch):
 GENERATING = sorted(
     n
     for n, f in NEW_FAMILIES.items()
-    if f.kind != "encoder" and n not in GENERATE_UNTESTED
+    if f.kind in ("decoder", "seq2seq") and n not in GENERATE_UNTESTED
 )
 
 
