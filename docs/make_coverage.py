@@ -95,7 +95,7 @@ def _fold(model):
         text = str(error)
         if "right after the token lookup" in text:
             return "no: " + text[text.index("(") + 1 : text.index(").")]
-        return "no: " + text.split(":")[0].strip()
+        return "no: " + text.split(". ")[0].strip()
     except NotImplementedError as error:
         return f"no: {error}"
     frozen = keras_adalink.AdaLinkBackbone
@@ -129,6 +129,14 @@ def _generate(name, family):
     return "= teacher forcing"
 
 
+def _default(backbone):
+    text = f"`{insertion_points.default_insertion(backbone)}`"
+    modalities = insertion_points.default_modalities(backbone)
+    if modalities:
+        text += f", a module per modality ({', '.join(modalities)})"
+    return text
+
+
 def _row(name):
     family = families.FAMILIES[name]
     model = families.build(name)
@@ -140,7 +148,7 @@ def _row(name):
     return (
         f"| `{name}` | {family.kind} | {_sites(backbone, 'token_embedding')} "
         f"| {_sites(backbone, 'block_input')} "
-        f"| `{insertion_points.default_insertion(backbone)}` "
+        f"| {_default(backbone)} "
         f"| {_generate(name, family)} | {_fold(model)} "
         f"| {_layout(type(backbone))} "
         f"| {families.EXPORT_TESTED.get(name, '—')} "

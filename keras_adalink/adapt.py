@@ -3,6 +3,7 @@ import numpy as np
 from keras_hub.models import Backbone
 from keras_hub.models import Task
 
+from keras_adalink.insertion_points import default_modalities
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
@@ -72,9 +73,14 @@ def adapt(
             `task_id` model input of shape `[batch]`.
         modalities: list of str. One module per modality (`ModalityRouter`)
             and an int `modality_ids` input `[batch, sequence]` unless
-            `layout` is given.
+            `layout` is given. Defaults to `None`: for a model with sites
+            of several modalities (PaliGemma, Gemma3 with images), one
+            module per site modality (`["image", "text"]`), as in the
+            paper; otherwise a single `AdaLink`.
         layout: static modality layout for `ModalityRouter`.
-        unified: one module shared by all modalities (the paper's ablation).
+        unified: one module shared by all modalities (the paper's ablation;
+            what `adapt` did on PaliGemma and Gemma3 with images by default
+            before the per-modality default).
         activation: between the projections. Defaults to identity.
         dropout: dropout on the adapter branch. Defaults to `0.1`.
         scale: multiplier on the adapter branch. Defaults to `1.0`.
@@ -97,6 +103,9 @@ def adapt(
             f"{type(model).__name__}"
         )
     backbone = model if isinstance(model, Backbone) else model.backbone
+    if modalities is None and num_tasks is None:
+        # A multimodal model gets the paper's one module per modality.
+        modalities = default_modalities(backbone, insertion)
     adapter = make_adapter(
         rank,
         num_tasks=num_tasks,

@@ -358,3 +358,19 @@ def find_insertion_sites(backbone, insertion):
     if insertion == "token_embedding":
         return token_sites(backbone)
     return block_sites(backbone)
+
+
+def default_modalities(backbone, insertion=None):
+    """The modalities of `backbone`'s sites, when there is more than one.
+
+    `["image", "text"]` for PaliGemma or Gemma3 with a vision encoder: the
+    paper adapts each modality with its own module, so `adapt()` makes a
+    `ModalityRouter` over them by default. `None` for one-modality models
+    (optional sites, such as a decoder stack, do not count).
+    """
+    insertion = insertion or default_insertion(backbone)
+    found = []
+    for site in find_insertion_sites(backbone, insertion):
+        if site.modality and not site.optional and site.modality not in found:
+            found.append(site.modality)
+    return found if len(found) > 1 else None

@@ -149,3 +149,15 @@ def test_only_adapter_trains_and_files_round_trip(tmp_path):
 def test_wrong_modality_names_refused():
     with pytest.raises(ValueError, match="'image' tokens.*\\['img', 'txt'\\]"):
         keras_adalink.adapt(_lm(), rank=2, modalities=["img", "txt"])
+
+
+def test_default_is_one_module_per_modality():
+    """The paper's method for a multimodal model: separate image and text
+    modules, with no argument; `unified=True` is one shared module."""
+    adapted = keras_adalink.adapt(_lm(), rank=2, dropout=0.0)
+    router = adapted.backbone.adapter
+    assert isinstance(router, keras_adalink.ModalityRouter)
+    assert router.modalities == ["image", "text"] and not router.unified
+    assert router.adalink_down.shape[0] == 2
+    shared = keras_adalink.adapt(_lm(), rank=2, unified=True).backbone.adapter
+    assert shared.unified and shared.modalities == ["image", "text"]
