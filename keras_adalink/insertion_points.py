@@ -27,6 +27,7 @@ added to KerasHub after this file was written are adapted too.
 """
 
 import collections
+import inspect
 
 import keras
 import keras_hub
@@ -67,13 +68,14 @@ def before_layer(layer, modality=None, optional=False):
     """Adapt the hidden states a call of `layer` receives.
 
     The first positional argument, or, for blocks called with keywords only,
-    the first keyword argument.
+    the keyword argument named by `call`'s first parameter.
     """
 
     def apply(call, args, kwargs, adapter):
         if args:
-            return call(adapter(args[0]), *args[1:], **kwargs)
-        key = next(iter(kwargs))
+            # T5Gemma's decoder blocks take `(hidden, encoder_output)`.
+            return call(_first_output(args[0], adapter), *args[1:], **kwargs)
+        key = next(iter(inspect.signature(layer.call).parameters))
         return call(**{**kwargs, key: adapter(kwargs[key])})
 
     return Site(layer, apply, modality, optional, where="before")
@@ -115,6 +117,11 @@ def _readers(backbone, input_suffix):
 
 def _table(backbone, readers):
     """The one embedding layer among `readers` (None if none or several)."""
+    # The backbone's own `token_embedding` wins over auxiliary tables that
+    # read the ids too (Gemma4's per-layer input embeddings).
+    own = getattr(backbone, "token_embedding", None)
+    if own is not None and any(layer is own for layer in readers):
+        return own
     kinds = (keras.layers.Embedding, keras_hub.layers.TokenAndPositionEmbedding)
     tables = [layer for layer in readers if isinstance(layer, kinds)]
     # No table reads the ids itself: a composite embedding layer does.
@@ -130,20 +137,20 @@ def token_embedding_sites(backbone):
     An encoder-decoder with a table per stack (T5Gemma) has the encoder's as
     its site and the decoder's as an optional second one.
     """
-    table = _table(backbone, _readers(backbone, "token_ids"))
-    if table is None:
-        encoder = _table(backbone, _readers(backbone, "encoder_token_ids"))
-        decoder = _table(backbone, _readers(backbone, "decoder_token_ids"))
-        if encoder is None or decoder is None:
-            raise ValueError(
-                f"{type(backbone).__name__} has no single layer that looks "
-                "`token_ids` up (image and audio models have none); use "
-                "insertion='block_input'."
-            )
+    encoder = _table(backbone, _readers(backbone, "encoder_token_ids"))
+    decoder = _table(backbone, _readers(backbone, "decoder_token_ids"))
+    if encoder is not None and decoder is not None and encoder is not decoder:
         return [
             after_layer(encoder, "encoder", every_call=True),
             after_layer(decoder, "decoder", optional=True, every_call=True),
         ]
+    table = _table(backbone, _readers(backbone, "token_ids"))
+    if table is None:
+        raise ValueError(
+            f"{type(backbone).__name__} has no single layer that looks "
+            "`token_ids` up (image and audio models have none); use "
+            "insertion='block_input'."
+        )
     if isinstance(table, keras_hub.layers.TokenAndPositionEmbedding):
         return [inside_token_and_position(table)]
     return [after_layer(table, every_call=True)]
@@ -330,6 +337,21 @@ def _points(backbone):
     exception = _lookup(EXCEPTIONS, backbone)
     if exception is not None:
         return exception[:2]
+    # The rule sees the text path only: image or audio embeddings merged
+    # into the sequence later would bypass the adapter.
+    towers = [
+        name
+        for name in ("vision_encoder", "audio_encoder")
+        if getattr(backbone, name, None) is not None
+    ]
+    if towers:
+        raise ValueError(
+            f"keras_adalink adapts {type(backbone).__name__} text-only so "
+            f"far: this one has a {' and '.join(towers)} whose embeddings "
+            "join the sequence after the token lookup, and per-modality "
+            "sites for it are not mapped yet. Build it without them to "
+            "adapt the text path."
+        )
     return token_embedding_sites, block_input_sites
 
 
