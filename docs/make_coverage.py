@@ -122,6 +122,8 @@ def _layout(cls):
 def _generate(name, family):
     if family.kind in ("encoder", "vision"):
         return "—"
+    if family.kind == "audio":
+        return "— (KerasHub has no Whisper generation task)"
     if name in families.GENERATE_UNTESTED:
         return "not tested: " + families.GENERATE_UNTESTED[name]
     if name in families.GENERATE_DIFFERS:

@@ -81,7 +81,7 @@ def before_layer(layer, modality=None, optional=False):
     return Site(layer, apply, modality, optional, where="before")
 
 
-def inside_token_and_position(layer):
+def inside_token_and_position(layer, modality=None):
     """`TokenAndPositionEmbedding`: adapt the tokens before positions add.
 
     Mirrors `TokenAndPositionEmbedding.call` with the adapter in between;
@@ -95,7 +95,7 @@ def inside_token_and_position(layer):
         )
         return tokens + positions
 
-    return Site(layer, apply, every_call=True, where="inside")
+    return Site(layer, apply, modality, every_call=True, where="inside")
 
 
 # --- The rule: read the sites off the functional graph. ---
@@ -227,6 +227,23 @@ def _image_and_text(backbone):
     return [after_layer(vision, modality="image"), text]
 
 
+def _audio_and_text_tokens(backbone):
+    # Whisper: audio frames after the convolutional front end and positions
+    # (the first encoder block's input); text tokens in the decoder's
+    # token-and-position embedding.
+    return [
+        before_layer(backbone.encoder_transformer_layers[0], "audio"),
+        inside_token_and_position(backbone.decoder_embeddings, "text"),
+    ]
+
+
+def _audio_and_text_blocks(backbone):
+    return [
+        before_layer(backbone.encoder_transformer_layers[0], "audio"),
+        before_layer(backbone.decoder_transformer_layers[0], "text"),
+    ]
+
+
 # Family: (token_embedding sites, block_input sites, why the rule won't do).
 # Subclasses (Llama3 of Llama) match their parent's entry.
 EXCEPTIONS = {
@@ -241,6 +258,12 @@ EXCEPTIONS = {
         block_input_sites,
         "as PaliGemma: image embeddings are scattered into the text "
         "sequence after both lookups",
+    ),
+    "WhisperBackbone": (
+        _audio_and_text_tokens,
+        _audio_and_text_blocks,
+        "audio frames and text tokens each get a site, tagged for a "
+        "ModalityRouter; the rule alone would adapt the text side only",
     ),
     "T5Backbone": (
         block_input_sites,
@@ -307,7 +330,6 @@ REFUSED = {
             "SwinTransformerBackbone",
             "ViTDetBackbone",
             "VideoPrismBackbone",
-            "WhisperBackbone",
         ],
         _MULTIMODAL,
     ),

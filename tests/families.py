@@ -88,6 +88,8 @@ EXPORT_TESTED = {
 NOT_FOLDABLE = {
     "XLNetBackbone": "the token stream leaves a composite content-and-query "
     "embedding layer, not a table",
+    "WhisperBackbone": "one module per modality (audio frames, text "
+    "tokens): a ModalityRouter is not a vocabulary table",
     **dict.fromkeys(
         ["DeiTBackbone", "DINOV2Backbone", "DINOV3Backbone"],
         "no vocabulary table: the adapter sees patches and positions",
@@ -106,7 +108,7 @@ class Family:
 
     backbone: str
     build: object
-    kind: str = "encoder"  # or "decoder", "seq2seq", "vision"
+    kind: str = "encoder"  # or "decoder", "seq2seq", "vision", "audio"
     tested_in: str = "tests/test_families.py"
 
 
@@ -293,6 +295,17 @@ _NEW = [
     ),
     _family(
         "SmolLM3Backbone", _lm("SmolLM3CausalLM", "SmolLM3Backbone", **_SMOLLM)
+    ),
+    # Audio encoder + text decoder: a site per modality.
+    Family(
+        "WhisperBackbone",
+        lambda: M.WhisperBackbone(
+            max_encoder_sequence_length=8,
+            max_decoder_sequence_length=16,
+            **_HEADS,
+            **_TINY,
+        ),
+        "audio",
     ),
     # Encoder-decoders.
     _family(

@@ -79,7 +79,7 @@ def test_adapts_at_both_points_identity_then_acts(family, tmp_path):
         (site,) = [
             s
             for s in find_insertion_sites(backbone, "token_embedding")
-            if not s.optional
+            if not s.optional and s.modality != "audio"
         ]
         assert any(v.shape[0] == VOCAB for v in site.layer.weights)
     block = find_insertion_sites(backbone, "block_input")[0].layer
@@ -412,3 +412,34 @@ def test_text_path_only_while_towers_are_unmapped():
     object.__setattr__(backbone, "vision_encoder", keras.layers.Dense(2))
     with pytest.raises(ValueError, match="vision_encoder"):
         keras_adalink.adapt(backbone)
+
+
+def test_whisper_audio_and_text_modules():
+    """Whisper's default is one module per modality: the audio module moves
+    the encoder output; the text module leaves it and moves the decoder's."""
+    backbone = NEW_FAMILIES["WhisperBackbone"].build()
+    x = _inputs(backbone)
+    before = to_numpy(backbone(x))
+    adapted = keras_adalink.adapt(backbone, rank=2, dropout=0.0)
+    router = adapted.adapter
+    assert router.modalities == ["audio", "text"] and not router.unified
+    rng = np.random.default_rng(0)
+    for index, encoder_moves in ((0, True), (1, False)):
+        down = np.zeros(router.adalink_down.shape, "float32")
+        down[index] = rng.normal(0, 0.5, down.shape[1:])
+        router.adalink_down.assign(down)
+        router.adalink_up.assign(
+            rng.normal(0, 0.5, router.adalink_up.shape).astype("float32")
+        )
+        after = to_numpy(adapted(x))
+        moved = not np.allclose(
+            after["encoder_sequence_output"],
+            before["encoder_sequence_output"],
+            atol=1e-4,
+        )
+        assert moved == encoder_moves
+        assert not np.allclose(
+            after["decoder_sequence_output"],
+            before["decoder_sequence_output"],
+            atol=1e-4,
+        )
