@@ -70,6 +70,18 @@ def randomize_adapter(model, seed=1, scale=0.5):
             v.assign(rng.normal(0, scale, size=v.shape).astype("float32"))
 
 
+def randomize_router_module(router, index, seed=0, scale=0.5):
+    """Only module `index` of a router acts: its W_down random, the others'
+    zero (W_up random for all)."""
+    rng = np.random.default_rng(seed)
+    down = np.zeros(router.adalink_down.shape, "float32")
+    down[index] = rng.normal(0, scale, down.shape[1:])
+    router.adalink_down.assign(down)
+    router.adalink_up.assign(
+        rng.normal(0, scale, router.adalink_up.shape).astype("float32")
+    )
+
+
 def router_module(router, index):
     """Module `index` of a router (Task/Modality) as a stand-alone AdaLink."""
     import keras_adalink

@@ -17,6 +17,7 @@ from keras_adalink.insertion_points import REFUSED
 from keras_adalink.insertion_points import default_insertion
 from keras_adalink.insertion_points import find_insertion_sites
 from tests.conftest import randomize_adapter
+from tests.conftest import randomize_router_module
 from tests.conftest import to_numpy
 from tests.families import FAMILIES
 from tests.families import GENERATE_DIFFERS
@@ -384,14 +385,7 @@ def test_seq2seq_decoder_adapted_on_request(name, insertion):
     )
     for key, value in to_numpy(adapted(x)).items():
         np.testing.assert_allclose(value, before[key], atol=1e-5)
-    router = adapted.adapter
-    rng = np.random.default_rng(0)
-    down = np.zeros(router.adalink_down.shape, "float32")
-    down[1] = rng.normal(0, 0.5, down.shape[1:])
-    router.adalink_down.assign(down)
-    router.adalink_up.assign(
-        rng.normal(0, 0.5, router.adalink_up.shape).astype("float32")
-    )
+    randomize_router_module(adapted.adapter, 1)  # The decoder's.
     after = to_numpy(adapted(x))
     np.testing.assert_allclose(
         after["encoder_sequence_output"],
@@ -423,14 +417,8 @@ def test_whisper_audio_and_text_modules():
     adapted = keras_adalink.adapt(backbone, rank=2, dropout=0.0)
     router = adapted.adapter
     assert router.modalities == ["audio", "text"] and not router.unified
-    rng = np.random.default_rng(0)
     for index, encoder_moves in ((0, True), (1, False)):
-        down = np.zeros(router.adalink_down.shape, "float32")
-        down[index] = rng.normal(0, 0.5, down.shape[1:])
-        router.adalink_down.assign(down)
-        router.adalink_up.assign(
-            rng.normal(0, 0.5, router.adalink_up.shape).astype("float32")
-        )
+        randomize_router_module(router, index, seed=index)
         after = to_numpy(adapted(x))
         moved = not np.allclose(
             after["encoder_sequence_output"],
