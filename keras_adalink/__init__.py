@@ -25,6 +25,7 @@ from keras_adalink.compose import compose
 from keras_adalink.compose import task_ids
 from keras_adalink.distribution import get_layout_map
 from keras_adalink.export import export_saved_model
+from keras_adalink.export import tower_models
 from keras_adalink.fold import fold
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
@@ -59,4 +60,5 @@ __all__ = [
     "reattach",
     "save_adapter",
     "task_ids",
+    "tower_models",
 ]

@@ -17,8 +17,8 @@ compares all of them on the same data.
 import keras
 from keras_hub.models import Backbone
 
+from keras_adalink.insertion_points import rerun_graph
 from keras_adalink.models.ada_link_backbone import deserialize_layers
-from keras_adalink.models.ada_link_backbone import rerun_graph
 
 _LORA_TARGETS = {
     "query_value": ("query", "value", "query_dense", "value_dense"),

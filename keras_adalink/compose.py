@@ -18,10 +18,10 @@ from keras_adalink.adapt import reattach
 from keras_adalink.adapt import rebuild_task
 from keras_adalink.adapter_file import differences
 from keras_adalink.adapter_file import find_adalink_backbone
+from keras_adalink.insertion_points import rerun_graph
 from keras_adalink.layers import TaskHeads
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models import AdaLinkBackbone
-from keras_adalink.models.ada_link_backbone import rerun_graph
 from keras_adalink.models.compose_sources import default_name
 from keras_adalink.models.compose_sources import from_file
 from keras_adalink.models.compose_sources import from_model

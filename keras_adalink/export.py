@@ -1,6 +1,9 @@
 """SavedModel export for TF Serving, from the jax and tensorflow backends."""
 
+import re
+
 import keras
+import numpy as np
 
 from keras_adalink.models.walk import first_nested
 
@@ -34,6 +37,108 @@ def _max_sequence_length(model):
     return None if found is None else found.max_sequence_length
 
 
+def tower_models(model):
+    """`{"image": ..., "text": ...}` embedding models of a two-tower model.
+
+    For an adapted (or plain) CLIP, SigLIP or MetaCLIP 2 backbone: the
+    image side maps `images` (and `task_id` where routed) to the image
+    embeddings the contrastive head compares, the text side `token_ids` to
+    the text embeddings, through the same (adapted) layers. Serve them apart
+    to index images once and embed queries alone. `None` for other models.
+
+    Example:
+    >>> towers = keras_adalink.tower_models(adapted_clip)
+    >>> image_embeddings = towers["image"].predict(images)
+    """
+    from keras_adalink.insertion_points import TOWERS
+
+    backbone = getattr(model, "backbone", model)
+    if not all(hasattr(backbone, name) for name in TOWERS) or not isinstance(
+        model.input, dict
+    ):
+        return None
+    # The contrastive head takes (image embeddings, text embeddings).
+    head, node_index, _ = model.outputs[0]._keras_history
+    image, text = head._inbound_nodes[node_index].arguments.args[:2]
+    inputs = model.input
+    return {
+        "image": keras.Model(
+            {k: v for k, v in inputs.items() if k != "token_ids"}, image
+        ),
+        "text": keras.Model(
+            {k: v for k, v in inputs.items() if k != "images"}, text
+        ),
+    }
+
+
+def _call_of(model):
+    def call(inputs):
+        return model(inputs)
+
+    return call
+
+
+def _takes_shorter(model, limit):
+    """Whether `model` runs on sequences shorter than `limit` (SigLIP's text
+    tower adds its whole position table, so it needs exactly `limit`)."""
+    zeros = keras.tree.map_structure(
+        lambda t: np.zeros(
+            [1, *[limit - 1 if d is None else d for d in t.shape[1:]]],
+            dtype=t.dtype,
+        ),
+        model.input,
+    )
+    try:  # One forward pass of batch 1.
+        model(zeros)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _signature(model, limit=None):
+    """`(input specs, export kwargs)`: dynamic batch and sequence sizes,
+    the sequence fixed at `limit` where the model needs it."""
+    import tensorflow as tf
+
+    limit = limit or _max_sequence_length(model)
+    # jax2tf needs every broadcast to hold for all sizes; TensorFlow checks
+    # at run time.
+    jax = keras.backend.backend() == "jax"
+    fixed = (
+        limit if jax and limit and not _takes_shorter(model, limit) else None
+    )
+    inputs = model.input
+    specs = keras.tree.map_structure(
+        lambda t: tf.TensorSpec(
+            (None, *[fixed if d is None else d for d in t.shape[1:]]),
+            t.dtype,
+            name=t.name,
+        ),
+        inputs,
+    )
+    if not jax:
+        return specs, {}
+    shapes = _polymorphic_shapes(inputs)
+    if fixed:
+        shapes = keras.tree.map_structure(
+            lambda shape: re.sub(r"\b[st]\b", str(fixed), shape), shapes
+        )
+    used = " ".join(str(s) for s in keras.tree.flatten(shapes))
+    # Encoder (`s`) and decoder (`t`) lengths share the position table.
+    constraints = tuple(
+        f"{stem} <= {limit}"
+        for stem in ("s", "t")
+        if limit and (f" {stem})" in used or f" {stem}," in used)
+    )
+    return specs, {
+        "jax2tf_kwargs": {
+            "polymorphic_shapes": [shapes],
+            "polymorphic_constraints": constraints,
+            "with_gradient": False,
+        }
+    }
+
+
 def export_saved_model(model, path, preprocessor=None, verbose=False):
     """Writes `model` as a TF-Serving SavedModel with dynamic batch/length.
 
@@ -57,6 +162,10 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
     The int `task_id` signature stays as `serving_task_id` (or
     `serving_tokens` with a `preprocessor`).
 
+    A two-tower model (CLIP, SigLIP, MetaCLIP 2) also gets `serving_image`
+    (`images` -> image embeddings) and `serving_text` (`token_ids` -> text
+    embeddings), the `tower_models` of the adapted model.
+
     On jax the model is converted with jax2tf using symbolic batch and
     sequence sizes, constrained to `s, t <= max_sequence_length` where the
     backbone has one (BERT-style position tables check it), without
@@ -72,7 +181,6 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
     Example:
     >>> keras_adalink.export_saved_model(keras_adalink.fold(model), "served/1")
     """
-    import tensorflow as tf
 
     backend = keras.backend.backend()
     if backend not in ("jax", "tensorflow"):
@@ -82,30 +190,29 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
             '`model.export(path, format="onnx")`, or load the adapter file '
             "under KERAS_BACKEND=jax or tensorflow and export there."
         )
-    inputs = model.input
-    specs = keras.tree.map_structure(
-        lambda t: tf.TensorSpec(
-            (None,) + tuple(t.shape[1:]), t.dtype, name=t.name
-        ),
-        inputs,
-    )
-    kwargs = {}
-    if backend == "jax":
-        shapes = _polymorphic_shapes(inputs)
-        limit = _max_sequence_length(model)
-        used = " ".join(str(s) for s in keras.tree.flatten(shapes))
-        # Encoder (`s`) and decoder (`t`) lengths share the position table.
-        constraints = tuple(
-            f"{stem} <= {limit}"
-            for stem in ("s", "t")
-            if limit and (f" {stem})" in used or f" {stem}," in used)
-        )
-        kwargs["jax2tf_kwargs"] = {
-            "polymorphic_shapes": [shapes],
-            "polymorphic_constraints": constraints,
-            "with_gradient": False,
-        }
+    specs, kwargs = _signature(model)
     task_names = _task_names(model)
+    towers = tower_models(model)
+    if towers is not None and preprocessor is None and task_names is None:
+        archive = keras.export.ExportArchive()
+        # Track once: the towers' variables are the model's (tracking them
+        # again would make the jax endpoints disagree on the variable list).
+        archive.track(model)
+        archive.add_endpoint(
+            "serving_default", _call_of(model), [specs], **kwargs
+        )
+        for name, tower in towers.items():
+            tower_specs, tower_kwargs = _signature(
+                tower, _max_sequence_length(model)
+            )
+            archive.add_endpoint(
+                f"serving_{name}",
+                _call_of(tower),
+                [tower_specs],
+                **tower_kwargs,
+            )
+        archive.write_out(str(path), verbose=verbose)
+        return
     if preprocessor is None and task_names is None:
         model.export(
             str(path),

@@ -20,6 +20,11 @@ graph), never by class name or generated op name:
   an optional second site, adapted when a `ModalityRouter` names
   `"decoder"` (`modalities=["encoder", "decoder"]`).
 
+Two-tower models (CLIP, SigLIP, MetaCLIP 2: a `vision_encoder` and a
+`text_encoder` sub-model) get one site inside each tower, found by the same
+rule in the tower: the text tower's token lookup (or first block), the
+vision tower's first block (patches, class token, positions).
+
 `EXCEPTIONS` lists the few families that need more than this rule, each
 with its reason, and `REFUSED` the backbones with no place for the method,
 each with its reason. Everything else is found by the rule, so families
@@ -39,11 +44,12 @@ INSERTIONS = ("token_embedding", "block_input")
 # `every_call` (a table shared by two stacks). `modality` names the tokens it
 # sees (None: any, routed by ids or layout). An `optional` site is adapted
 # only by a ModalityRouter that names its modality (a decoder stack).
-# `where` says it in words: "after", "before" or "inside" the layer.
+# `where` says it in words: "after", "before" or "inside" the layer. A
+# `tower` site is a sub-model (CLIP's towers) replayed with a site inside.
 Site = collections.namedtuple(
     "Site",
-    ["layer", "apply", "modality", "optional", "every_call", "where"],
-    defaults=[None, False, False, "after"],
+    ["layer", "apply", "modality", "optional", "every_call", "where", "tower"],
+    defaults=[None, False, False, "after", False],
 )
 
 
@@ -96,6 +102,44 @@ def inside_token_and_position(layer, modality=None):
         return tokens + positions
 
     return Site(layer, apply, modality, every_call=True, where="inside")
+
+
+def rerun_graph(model, inputs, call_function):
+    """Replays `model`'s functional graph on `inputs` through its own layers.
+
+    `keras.models.clone_model(call_function=...)` does the same replay but
+    then wraps the result in a Functional over the backbone's inputs only,
+    which fails once the adapter reads an extra input (`task_id`). Its
+    engine, `Function._run_through_graph`, is private: this is the one place
+    that uses it (tested on every backend by the TaskRouter tests).
+    """
+    return model._run_through_graph(
+        inputs, operation_fn=lambda layer: layer, call_fn=call_function
+    )
+
+
+def inside_model(model, inner, modality):
+    """Adapt `inner`, a site of the sub-model `model` (a tower).
+
+    A call of the tower replays its graph with `inner` adapted; its weights
+    stay the tower's own. `AdaLinkBackbone` wraps that replay in a sub-model
+    of its own (two towers' layers share names), and direct calls
+    (`adapted.text_encoder(...)`) run it as is.
+    """
+
+    def apply(call, args, kwargs, adapter):
+        pending = [inner.layer]
+
+        def call_function(layer, *a, **k):
+            if layer is inner.layer and (pending or inner.every_call):
+                pending.clear()
+                return inner.apply(layer, a, k, adapter)
+            return layer(*a, **k)
+
+        inputs = args[0] if args else next(iter(kwargs.values()))
+        return rerun_graph(model, inputs, call_function)
+
+    return Site(model, apply, modality, where="inside", tower=True)
 
 
 # --- The rule: read the sites off the functional graph. ---
@@ -212,6 +256,40 @@ def block_input_sites(backbone):
     )
 
 
+# --- Two towers: a site inside each. ---
+
+# Tower attribute: the modality of the tokens it embeds.
+TOWERS = {"vision_encoder": "image", "text_encoder": "text"}
+
+
+def _towers(backbone):
+    """`{modality: tower}` for a two-tower model, else None."""
+    graph = {id(layer) for layer in backbone.layers}
+    found = {
+        modality: getattr(backbone, name, None)
+        for name, modality in TOWERS.items()
+    }
+    if all(
+        isinstance(tower, keras.Model) and id(tower) in graph
+        for tower in found.values()
+    ):
+        return found
+    return None
+
+
+def _tower_sites(insertion):
+    def sites(backbone):
+        found = []
+        for modality, tower in _towers(backbone).items():
+            # A vision tower has no token lookup: its first block.
+            kind = insertion if modality == "text" else "block_input"
+            (inner,) = find_insertion_sites(tower, kind)
+            found.append(inside_model(tower, inner, modality))
+        return found
+
+    return sites
+
+
 # --- The exceptions, each with its reason. ---
 
 
@@ -319,14 +397,11 @@ REFUSED = {
     **dict.fromkeys(
         [
             "BLIP2Backbone",
-            "CLIPBackbone",
             "Gemma3nBackbone",
-            "MetaCLIP2Backbone",
             "MiTBackbone",
             "MoonshineBackbone",
             "PARSeqBackbone",
             "SegFormerBackbone",
-            "SigLIPBackbone",
             "SwinTransformerBackbone",
             "ViTDetBackbone",
             "VideoPrismBackbone",
@@ -359,6 +434,8 @@ def _points(backbone):
     exception = _lookup(EXCEPTIONS, backbone)
     if exception is not None:
         return exception[:2]
+    if _towers(backbone) is not None:
+        return _tower_sites("token_embedding"), _tower_sites("block_input")
     # The rule sees the text path only: image or audio embeddings merged
     # into the sequence later would bypass the adapter.
     towers = [

@@ -19,6 +19,12 @@ _HEADS = dict(num_heads=2, intermediate_dim=32)
 _VIT = dict(
     patch_size=4, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32
 )
+# Contrastive two-tower models: a tiny vision and text tower each.
+_TOWER = dict(num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32)
+_IMAGE_TOWER = dict(patch_size=4, image_shape=(16, 16, 3), **_TOWER)
+_TEXT_TOWER = dict(
+    vocabulary_size=VOCAB, embedding_dim=16, max_sequence_length=8, **_TOWER
+)
 _GQA = dict(num_query_heads=2, num_key_value_heads=1, intermediate_dim=32)
 _SMOLLM = dict(
     intermediate_dim=32,
@@ -88,8 +94,11 @@ EXPORT_TESTED = {
 NOT_FOLDABLE = {
     "XLNetBackbone": "the token stream leaves a composite content-and-query "
     "embedding layer, not a table",
-    "WhisperBackbone": "one module per modality (audio frames, text "
-    "tokens): a ModalityRouter is not a vocabulary table",
+    **dict.fromkeys(
+        ["WhisperBackbone", "CLIPBackbone", "SigLIPBackbone"]
+        + ["MetaCLIP2Backbone"],
+        "one module per modality: a ModalityRouter is not a vocabulary table",
+    ),
     **dict.fromkeys(
         ["DeiTBackbone", "DINOV2Backbone", "DINOV3Backbone"],
         "no vocabulary table: the adapter sees patches and positions",
@@ -108,7 +117,8 @@ class Family:
 
     backbone: str
     build: object
-    kind: str = "encoder"  # or "decoder", "seq2seq", "vision", "audio"
+    # or "decoder", "seq2seq", "vision", "audio", "two_tower"
+    kind: str = "encoder"
     tested_in: str = "tests/test_families.py"
 
 
@@ -125,6 +135,15 @@ def _backbone(backbone_class, **kwargs):
 
 def _vision(backbone_class, **kwargs):
     return lambda: getattr(M, backbone_class)(**kwargs), "vision"
+
+
+def _two_tower(prefix, **kwargs):
+    def build():
+        vision = getattr(M, f"{prefix}VisionEncoder")(**_IMAGE_TOWER)
+        text = getattr(M, f"{prefix}TextEncoder")(**_TEXT_TOWER)
+        return getattr(M, f"{prefix}Backbone")(vision, text, **kwargs)
+
+    return Family(f"{prefix}Backbone", build, "two_tower")
 
 
 def _family(backbone, build_and_kind):
@@ -307,6 +326,10 @@ _NEW = [
         ),
         "audio",
     ),
+    # Contrastive image-text: a site inside each tower.
+    _two_tower("CLIP", projection_dim=8),
+    _two_tower("SigLIP"),
+    _two_tower("MetaCLIP2", projection_dim=8),
     # Encoder-decoders.
     _family(
         "BartBackbone",

@@ -336,3 +336,58 @@ def test_decoder_and_seq2seq_families_export(name, tmp_path):
         rtol=1e-4,
         atol=1e-4,
     )
+
+
+_SERVE_TOWERS = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    path, request, out = sys.argv[1:4]
+    signatures = tf.saved_model.load(path).signatures
+    x = {k: tf.constant(v) for k, v in json.load(open(request)).items()}
+    image = signatures["serving_image"](images=x["images"])
+    text = signatures["serving_text"](token_ids=x["token_ids"])
+    both = signatures["serving_default"](**x)
+    np.savez(out, image=list(image.values())[0].numpy(),
+             text=list(text.values())[0].numpy(),
+             **{k: v.numpy() for k, v in both.items()})
+    assert "keras_adalink" not in sys.modules
+    """
+)
+
+
+@pytest.mark.parametrize("name", ["CLIPBackbone", "SigLIPBackbone"])
+def test_two_tower_exports_image_and_text_signatures(name, tmp_path):
+    """An adapted CLIP/SigLIP serves image embeddings, text embeddings and
+    the pair logits from separate signatures, as Keras computes them."""
+    from tests.families import NEW_FAMILIES
+    from tests.test_families import _inputs
+
+    adapted = keras_adalink.adapt(NEW_FAMILIES[name].build(), rank=2)
+    randomize_adapter(adapted, scale=0.3)
+    keras_adalink.export_saved_model(adapted, tmp_path / "m")
+    x = _inputs(adapted, batch=3)
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({k: v.tolist() for k, v in x.items()}))
+    script = tmp_path / "serve.py"
+    script.write_text(_SERVE_TOWERS)
+    out = tmp_path / "out.npz"
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "m"), str(request), out],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = dict(np.load(out))
+    towers = keras_adalink.tower_models(adapted)
+    want = {
+        "image": towers["image"]({"images": x["images"]}),
+        "text": towers["text"]({"token_ids": x["token_ids"]}),
+        **adapted(x),
+    }
+    for key, value in want.items():
+        np.testing.assert_allclose(
+            served[key], keras.ops.convert_to_numpy(value), atol=1e-4
+        )

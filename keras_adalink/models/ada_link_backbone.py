@@ -5,6 +5,7 @@ from keras_hub.models import Backbone
 
 from keras_adalink.insertion_points import default_insertion
 from keras_adalink.insertion_points import find_insertion_sites
+from keras_adalink.insertion_points import rerun_graph
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models.adapted_call import AdaptedCall
@@ -13,18 +14,39 @@ from keras_adalink.models.adapted_call import site_calls
 from keras_adalink.validation import check_inputs
 
 
-def rerun_graph(model, inputs, call_function):
-    """Replays `model`'s functional graph on `inputs` through its own layers.
-
-    `keras.models.clone_model(call_function=...)` does the same replay but
-    then wraps the result in a Functional over the backbone's inputs only,
-    which fails once the adapter reads an extra input (`task_id`). Its
-    engine, `Function._run_through_graph`, is private: this is the one place
-    that uses it (tested on every backend by the TaskRouter tests).
-    """
-    return model._run_through_graph(
-        inputs, operation_fn=lambda layer: layer, call_fn=call_function
+def _like(tensor, name=None):
+    return keras.Input(
+        shape=tensor.shape[1:], dtype=tensor.dtype, name=name or tensor.name
     )
+
+
+def tower_model(site, adapter, extra, routing):
+    """A tower (sub-model) with its inner site adapted, as a sub-model.
+
+    Its inputs are the tower's, as a dict, plus the router's ids (`extra`);
+    replaying the tower inline instead would put two towers' layers, which
+    share names (`encoder_block_0`), in one graph.
+    """
+    tower = site.layer
+    inputs = tower.input
+    if not isinstance(inputs, dict):
+        inputs = {inputs.name: inputs}
+    inputs = {name: _like(t, name) for name, t in inputs.items()}
+    ids = {name: _like(t, name) for name, t in extra.items()}
+    graph_call, _ = site_calls(adapter, site, ids, routing)
+    outputs = site.apply(tower, (inputs,), {}, graph_call)
+    model = keras.Model(
+        {**inputs, **ids}, outputs, name=f"{tower.name}_adapted"
+    )
+    names = list(inputs)
+
+    def call(*args, **kwargs):
+        given = args[0] if args else next(iter(kwargs.values()))
+        if not isinstance(given, dict):
+            given = {names[0]: given}
+        return model({**given, **extra})
+
+    return call
 
 
 def deserialize_layers(config, keys):
@@ -108,6 +130,11 @@ class AdaLinkBackbone(Backbone):
 
         routing = Routing()
         calls = [site_calls(adapter, s, extra, routing) for s in sites]
+        towers = {
+            i: tower_model(site, adapter, extra, routing)
+            for i, site in enumerate(sites)
+            if site.tower
+        }
         by_layer = {id(site.layer): i for i, site in enumerate(sites)}
         pending = set(by_layer.values())
 
@@ -117,6 +144,8 @@ class AdaLinkBackbone(Backbone):
             if i is None or (i not in pending and not sites[i].every_call):
                 return graph_layer(*args, **kwargs)
             pending.discard(i)
+            if sites[i].tower:
+                return towers[i](*args, **kwargs)
             return sites[i].apply(graph_layer, args, kwargs, calls[i][0])
 
         outputs = rerun_graph(backbone, graph_inputs, call_function)
