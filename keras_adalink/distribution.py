@@ -2,7 +2,8 @@
 
 `get_layout_map` starts from the backbone family's own KerasHub layout map
 where there is one (Gemma, Llama, Qwen families) and supplies one where
-KerasHub has none (BERT family, T5, ViT, PaliGemma), Megatron style:
+KerasHub has none (BERT family, T5, ViT, PaliGemma, CLIP, SigLIP,
+MetaCLIP 2), Megatron style:
 attention query/key/value and the first feed-forward projection are split
 along their output features (heads) over the model axis, the attention
 output and the second feed-forward projection along their input features,
@@ -75,6 +76,22 @@ def _vit(model, data):
     }
 
 
+def _two_tower(model, data):
+    # CLIP, SigLIP, MetaCLIP 2: both towers' blocks share one naming (the
+    # two towers' paths are the same), their projections stay replicated.
+    block = "encoder_block_\\d+"
+    attention = f"{block}/(attention|self_attn)"
+    return {
+        "embedding/token_embedding/embeddings": (None, model),
+        f"{attention}/(query|key|value)/kernel": (None, model, None),
+        f"{attention}/(query|key|value)/bias": (model, None),
+        f"{attention}/attention_output/kernel": (model, None, None),
+        f"{block}/(dense_1|mlp/fc1)/kernel": (None, model),
+        f"{block}/(dense_1|mlp/fc1)/bias": (model,),
+        f"{block}/(dense_2|mlp/fc2)/kernel": (model, None),
+    }
+
+
 def _pali_gemma(model, data):
     # The text decoder is Gemma's (same layer names); the SigLIP tower
     # is split like any encoder.
@@ -114,6 +131,9 @@ _FAMILIES = {
     "T5Backbone": _t5,
     "ViTBackbone": _vit,
     "PaliGemmaBackbone": _pali_gemma,
+    "CLIPBackbone": _two_tower,
+    "SigLIPBackbone": _two_tower,
+    "MetaCLIP2Backbone": _two_tower,
 }
 
 

@@ -224,6 +224,19 @@ def _stacks(backbone):
     return stacks
 
 
+_BLOCK_NAMES = ("Encoder", "Block", "Layer", "Transformer")
+
+
+def _repeated_blocks(backbone):
+    """Graph layers of the block class called most (two at least)."""
+    by_class = collections.defaultdict(list)
+    for layer in backbone.layers:
+        if type(layer).__name__.endswith(_BLOCK_NAMES):
+            by_class[type(layer)].append(layer)
+    blocks = max(by_class.values(), key=len, default=[])
+    return blocks if len(blocks) > 1 else []
+
+
 def block_input_sites(backbone):
     """The input of the first block; an encoder-decoder's decoder optional."""
     stacks = _stacks(backbone)
@@ -247,6 +260,11 @@ def block_input_sites(backbone):
     ]
     if not stacks and len(packed) == 1:
         return [before_layer(packed[0])]
+    # ViTDet, MiT: blocks called one by one in the graph but kept in no
+    # public list: the first of the block class the graph calls most.
+    repeated = _repeated_blocks(backbone)
+    if not stacks and repeated:
+        return [before_layer(repeated[0])]
     raise ValueError(
         f"keras_adalink found no block stack in {type(backbone).__name__} "
         "(a public list of the layers its graph calls, like "
@@ -306,20 +324,41 @@ def _image_and_text(backbone):
 
 
 def _audio_and_text_tokens(backbone):
-    # Whisper: audio frames after the convolutional front end and positions
-    # (the first encoder block's input); text tokens in the decoder's
-    # token-and-position embedding.
-    return [
-        before_layer(backbone.encoder_transformer_layers[0], "audio"),
-        inside_token_and_position(backbone.decoder_embeddings, "text"),
-    ]
+    # Whisper, Moonshine: audio frames after the convolutional front end
+    # and positions (the first encoder block's input); text tokens at the
+    # decoder's token lookup.
+    audio = block_input_sites(backbone)[0]
+    (text,) = token_embedding_sites(backbone)
+    return [audio._replace(modality="audio"), text._replace(modality="text")]
 
 
 def _audio_and_text_blocks(backbone):
+    audio, text = block_input_sites(backbone)
     return [
-        before_layer(backbone.encoder_transformer_layers[0], "audio"),
-        before_layer(backbone.decoder_transformer_layers[0], "text"),
+        audio._replace(modality="audio"),
+        text._replace(modality="text", optional=False),
     ]
+
+
+def _video_and_text(insertion):
+    # VideoPrism: video patches (with positions) before the spatial
+    # encoder; the text tower's tokens where the model has one.
+    def sites(backbone):
+        video = before_layer(backbone.spatial_encoder, "video")
+        if getattr(backbone, "text_encoder", None) is None:
+            if insertion == "token_embedding":
+                raise ValueError(
+                    "VideoPrismBackbone without text has no single layer "
+                    "that looks `token_ids` up; use insertion='block_input'."
+                )
+            return [video]
+        if insertion == "token_embedding":
+            text = after_layer(backbone.text_embedding, "text")
+        else:
+            text = before_layer(backbone.text_encoder, "text")
+        return [video, text]
+
+    return sites
 
 
 # Family: (token_embedding sites, block_input sites, why the rule won't do).
@@ -337,11 +376,21 @@ EXCEPTIONS = {
         "as PaliGemma: image embeddings are scattered into the text "
         "sequence after both lookups",
     ),
-    "WhisperBackbone": (
-        _audio_and_text_tokens,
-        _audio_and_text_blocks,
-        "audio frames and text tokens each get a site, tagged for a "
-        "ModalityRouter; the rule alone would adapt the text side only",
+    **dict.fromkeys(
+        ["WhisperBackbone", "MoonshineBackbone"],
+        (
+            _audio_and_text_tokens,
+            _audio_and_text_blocks,
+            "audio frames and text tokens each get a site, tagged for a "
+            "ModalityRouter; the rule alone would adapt the text side only",
+        ),
+    ),
+    "VideoPrismBackbone": (
+        _video_and_text("token_embedding"),
+        _video_and_text("block_input"),
+        "video patches enter a spatial encoder, then a temporal one: the "
+        "site is the spatial encoder's input; the text tower, if any, gets "
+        "its own",
     ),
     "T5Backbone": (
         block_input_sites,
@@ -355,10 +404,6 @@ EXCEPTIONS = {
 _IMAGE = (
     "a convolutional image model: no token sequence enters a stack of "
     "blocks, so there is no embedding/block boundary to adapt"
-)
-_MULTIMODAL = (
-    "a multimodal model whose per-modality sites are not mapped yet "
-    "(issue 17: every modality)"
 )
 _GENERATIVE_VISION = (
     "an image generation/detection/segmentation pipeline, not a "
@@ -394,23 +439,53 @@ REFUSED = {
         ],
         _GENERATIVE_VISION,
     ),
-    **dict.fromkeys(
-        [
-            "BLIP2Backbone",
-            "Gemma3nBackbone",
-            "MiTBackbone",
-            "MoonshineBackbone",
-            "PARSeqBackbone",
-            "SegFormerBackbone",
-            "SwinTransformerBackbone",
-            "ViTDetBackbone",
-            "VideoPrismBackbone",
-        ],
-        _MULTIMODAL,
+    "BLIP2Backbone": (
+        "a vision encoder, a Q-Former and a language model, three nested "
+        "models whose image tokens reach the LM width only inside the "
+        "language model's graph, and whose generate() rebuilds that path "
+        "from attributes; its per-modality sites are not mapped yet"
+    ),
+    "Gemma3nBackbone": (
+        "a model whose text, image and audio embeddings are made and "
+        "merged inside one layer's Python call (its multimodal embedding "
+        "processor), and whose first block sees AltUp's stacked copies: "
+        "no graph tensor holds one modality's tokens, so there is no "
+        "per-modality site to splice into"
+    ),
+    "PARSeqBackbone": (
+        "a text recogniser whose text stream (token and position-query "
+        "embeddings) exists only inside its decoder's Python call, so only "
+        "the image half would be adaptable"
+    ),
+    "SegFormerBackbone": (
+        "a segmentation head over a MiT encoder that it calls through a "
+        "nested model sharing MiT's layers; adapt the `MiTBackbone` "
+        "(`image_encoder`) itself, which keras_adalink covers"
     ),
     "EdRecBackbone": (
         "a recommendation model over item-id features, not a token "
         "sequence into transformer blocks"
+    ),
+}
+
+
+# Families adapted text-only: why their vision/audio paths are not mapped.
+TEXT_ONLY = {
+    "Gemma4Backbone": (
+        " yet: its image and audio encoders' outputs are scaled and "
+        "interleaved into the text by graph ops, and its generate() "
+        "rebuilds that path from attributes"
+    ),
+    "Qwen3_5Backbone": (
+        ": KerasHub's own generate() with images fails on jax (its vision "
+        "encoder reads `image_grid_thw` as numpy inside the jitted "
+        "function), and the backbone fills empty image inputs in an "
+        "overridden `__call__` that a rebuilt graph cannot carry"
+    ),
+    "T5Gemma2Backbone": (
+        " yet: its image embeddings join the encoder's tokens after the "
+        "end-of-image embedding ops, and the encoder and decoder tables "
+        "are separate sites already"
     ),
 }
 
@@ -444,12 +519,13 @@ def _points(backbone):
         if getattr(backbone, name, None) is not None
     ]
     if towers:
+        reason = TEXT_ONLY.get(type(backbone).__name__, "")
         raise ValueError(
-            f"keras_adalink adapts {type(backbone).__name__} text-only so "
-            f"far: this one has a {' and '.join(towers)} whose embeddings "
+            f"keras_adalink adapts {type(backbone).__name__} text-only: "
+            f"this one has a {' and '.join(towers)} whose embeddings "
             "join the sequence after the token lookup, and per-modality "
-            "sites for it are not mapped yet. Build it without them to "
-            "adapt the text path."
+            f"sites for it are not mapped{reason}. Build it without them "
+            "to adapt the text path."
         )
     return token_embedding_sites, block_input_sites
 

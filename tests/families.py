@@ -95,12 +95,13 @@ NOT_FOLDABLE = {
     "XLNetBackbone": "the token stream leaves a composite content-and-query "
     "embedding layer, not a table",
     **dict.fromkeys(
-        ["WhisperBackbone", "CLIPBackbone", "SigLIPBackbone"]
-        + ["MetaCLIP2Backbone"],
+        ["WhisperBackbone", "MoonshineBackbone", "VideoPrismBackbone"]
+        + ["CLIPBackbone", "SigLIPBackbone", "MetaCLIP2Backbone"],
         "one module per modality: a ModalityRouter is not a vocabulary table",
     ),
     **dict.fromkeys(
-        ["DeiTBackbone", "DINOV2Backbone", "DINOV3Backbone"],
+        ["DeiTBackbone", "DINOV2Backbone", "DINOV3Backbone"]
+        + ["SwinTransformerBackbone", "ViTDetBackbone", "MiTBackbone"],
         "no vocabulary table: the adapter sees patches and positions",
     ),
 }
@@ -117,7 +118,7 @@ class Family:
 
     backbone: str
     build: object
-    # or "decoder", "seq2seq", "vision", "audio", "two_tower"
+    # or "decoder", "seq2seq", "vision", "video", "audio", "two_tower"
     kind: str = "encoder"
     tested_in: str = "tests/test_families.py"
 
@@ -326,10 +327,85 @@ _NEW = [
         ),
         "audio",
     ),
+    # Image and video encoders without a list of blocks, or hierarchical.
+    _family(
+        "SwinTransformerBackbone",
+        _vision(
+            "SwinTransformerBackbone",
+            image_shape=(32, 32, 3),
+            embed_dim=8,
+            depths=[1, 1],
+            num_heads=[1, 2],
+            window_size=4,
+            patch_size=4,
+        ),
+    ),
+    _family(
+        "ViTDetBackbone",
+        _vision(
+            "ViTDetBackbone",
+            hidden_size=8,
+            num_layers=2,
+            intermediate_dim=16,
+            num_heads=2,
+            global_attention_layer_indices=[1],
+            image_shape=(32, 32, 3),
+            patch_size=8,
+            num_output_channels=8,
+            window_size=2,
+        ),
+    ),
+    _family(
+        "MiTBackbone",
+        _vision(
+            "MiTBackbone",
+            layerwise_depths=[1, 1],
+            num_layers=2,
+            layerwise_num_heads=[1, 2],
+            layerwise_sr_ratios=[2, 1],
+            max_drop_path_rate=0.0,
+            layerwise_patch_sizes=[7, 3],
+            layerwise_strides=[4, 2],
+            image_shape=(32, 32, 3),
+            hidden_dims=[8, 16],
+        ),
+    ),
+    # Video and text: video patches before the spatial encoder, text tokens.
+    Family(
+        "VideoPrismBackbone",
+        lambda: M.VideoPrismBackbone(
+            num_frames=2,
+            patch_size=8,
+            hidden_dim=8,
+            intermediate_dim=16,
+            num_heads=2,
+            num_spatial_layers=1,
+            num_temporal_layers=1,
+            num_auxiliary_layers=1,
+            vocabulary_size=VOCAB,
+            num_text_layers=1,
+            image_shape=(16, 16, 3),
+        ),
+        "video",
+    ),
     # Contrastive image-text: a site inside each tower.
     _two_tower("CLIP", projection_dim=8),
     _two_tower("SigLIP"),
     _two_tower("MetaCLIP2", projection_dim=8),
+    Family(
+        "MoonshineBackbone",
+        lambda: M.MoonshineBackbone(
+            vocabulary_size=VOCAB,
+            hidden_dim=16,
+            filter_dim=16,
+            encoder_num_layers=1,
+            decoder_num_layers=1,
+            encoder_num_heads=2,
+            decoder_num_heads=2,
+            intermediate_dim=32,
+        ),
+        "audio",
+    ),
     # Encoder-decoders.
     _family(
         "BartBackbone",

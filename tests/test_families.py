@@ -38,8 +38,11 @@ def _inputs(model, batch=2, seed=0):
         shape = (batch, *inputs.shape[1:])
         return rng.uniform(0, 1, size=shape).astype("float32")
     x = {}
+    # Moonshine reads raw audio samples: enough for its strided convolutions.
+    raw_audio = "encoder_input_values" in inputs
     for name, tensor in inputs.items():
-        shape = (batch, *[d or SEQ for d in tensor.shape[1:]])
+        length = 4000 if raw_audio and name.startswith("encoder") else SEQ
+        shape = (batch, *[d or length for d in tensor.shape[1:]])
         if name.endswith("token_ids"):
             x[name] = rng.integers(1, VOCAB, size=shape).astype("int32")
         elif name.endswith("padding_mask"):
@@ -88,13 +91,13 @@ def test_adapts_at_both_points_identity_then_acts(family, tmp_path):
         (site,) = [
             s
             for s in find_insertion_sites(backbone, "token_embedding")
-            if not s.optional and s.modality != "audio"
+            if not s.optional and s.modality not in ("audio", "video")
         ]
         assert any(v.shape[0] == VOCAB for v in site.layer.weights)
     if family.kind != "two_tower":
         block = find_insertion_sites(backbone, "block_input")[0].layer
-        if family.kind == "vision":
-            assert type(block).__name__.endswith("Encoder")
+        if family.kind in ("vision", "video"):  # A packed stack or stage.
+            assert type(block).__name__.endswith(("Encoder", "Stage"))
         else:
             assert block.name.endswith("_0"), block.name
     for insertion in ("token_embedding", "block_input"):
@@ -417,29 +420,42 @@ def test_text_path_only_while_towers_are_unmapped():
         keras_adalink.adapt(backbone)
 
 
-def test_whisper_audio_and_text_modules():
-    """Whisper's default is one module per modality: the audio module moves
-    the encoder output; the text module leaves it and moves the decoder's."""
-    backbone = NEW_FAMILIES["WhisperBackbone"].build()
+_AUDIO_MOVES = {
+    "audio": {"encoder_sequence_output", "decoder_sequence_output"},
+    "text": {"decoder_sequence_output"},
+}
+# Which outputs each modality's module moves, alone.
+MODALITY_OUTPUTS = {
+    "WhisperBackbone": _AUDIO_MOVES,
+    "MoonshineBackbone": _AUDIO_MOVES,
+    "VideoPrismBackbone": {
+        "video": {"vision_embeddings"},
+        "text": {"text_embeddings"},
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODALITY_OUTPUTS))
+def test_one_module_per_modality(name):
+    """The default is one module per modality: each module, alone, moves
+    exactly the outputs its tokens reach (audio: the encoder and, through
+    cross-attention, the decoder; text: the decoder only)."""
+    backbone = NEW_FAMILIES[name].build()
     x = _inputs(backbone)
     before = to_numpy(backbone(x))
     adapted = keras_adalink.adapt(backbone, rank=2, dropout=0.0)
     router = adapted.adapter
-    assert router.modalities == ["audio", "text"] and not router.unified
-    for index, encoder_moves in ((0, True), (1, False)):
+    expected = MODALITY_OUTPUTS[name]
+    assert router.modalities == list(expected) and not router.unified
+    for index, modality in enumerate(router.modalities):
         randomize_router_module(router, index, seed=index)
         after = to_numpy(adapted(x))
-        moved = not np.allclose(
-            after["encoder_sequence_output"],
-            before["encoder_sequence_output"],
-            atol=1e-4,
-        )
-        assert moved == encoder_moves
-        assert not np.allclose(
-            after["decoder_sequence_output"],
-            before["decoder_sequence_output"],
-            atol=1e-4,
-        )
+        moved = {
+            key
+            for key in before
+            if not np.allclose(after[key], before[key], atol=1e-4)
+        }
+        assert moved == expected[modality], modality
 
 
 TWO_TOWER = sorted(n for n, f in NEW_FAMILIES.items() if f.kind == "two_tower")
