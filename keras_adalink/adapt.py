@@ -63,7 +63,10 @@ def adapt(
     copied, and frozen; at init the adapted model's outputs equal `model`'s.
 
     Args:
-        model: a KerasHub `Backbone` or `Task` (BERT family).
+        model: a KerasHub `Backbone` or `Task` (docs/coverage.md lists
+            every family), or a KerasCV backbone (`ViTDetBackbone`,
+            `VideoSwinBackbone`, `MiTBackbone`; `pip install
+            "keras-adalink[cv]"`).
         rank: int. AdaLink bottleneck width.
         insertion: `"token_embedding"` (after the token lookup; foldable into
             the vocabulary table) or `"block_input"` (input of the first
@@ -97,12 +100,13 @@ def adapt(
             "This model is already adapted by keras_adalink. Adapt the "
             "original model, or load another adapter into this one."
         )
-    if not isinstance(model, (Backbone, Task)):
+    is_backbone = _is_backbone(model)
+    if not (is_backbone or isinstance(model, Task)):
         raise ValueError(
-            "`adapt` takes a keras_hub Backbone or Task. Received: "
-            f"{type(model).__name__}"
+            "`adapt` takes a keras_hub Backbone or Task, or a KerasCV "
+            f"backbone. Received: {type(model).__name__}"
         )
-    backbone = model if isinstance(model, Backbone) else model.backbone
+    backbone = model if is_backbone else model.backbone
     if modalities is None and num_tasks is None:
         # A multimodal model gets the paper's one module per modality.
         modalities = default_modalities(backbone, insertion)
@@ -118,9 +122,20 @@ def adapt(
         dtype=backbone.dtype_policy,
     )
     adapted = AdaLinkBackbone(backbone, adapter, insertion=insertion)
-    if isinstance(model, Backbone):
+    if is_backbone:
         return adapted
     return reattach(_rebuild_task(model, adapted, train_head))
+
+
+def _is_backbone(model):
+    """A KerasHub backbone, or a functional KerasCV one (`ViTDetBackbone`,
+    `VideoSwinBackbone`, `MiTBackbone`; its `CLIP` too, to be refused with
+    the reason)."""
+    if isinstance(model, Backbone):
+        return True
+    return type(model).__module__.startswith("keras_cv.") and isinstance(
+        model, keras.Model
+    )
 
 
 def reattach(task: Task) -> Task:

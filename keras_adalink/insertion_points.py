@@ -462,6 +462,13 @@ REFUSED = {
         "nested model sharing MiT's layers; adapt the `MiTBackbone` "
         "(`image_encoder`) itself, which keras_adalink covers"
     ),
+    # KerasCV's CLIP (`keras_cv.models.CLIP`).
+    "CLIP": (
+        "KerasCV's CLIP, whose image and text towers are subclassed models "
+        "(no graph to splice an adapter into without changing them); "
+        "KerasHub's `CLIPBackbone`, where KerasCV's CLIP moved, is adapted "
+        "with one module inside each tower"
+    ),
     "EdRecBackbone": (
         "a recommendation model over item-id features, not a token "
         "sequence into transformer blocks"

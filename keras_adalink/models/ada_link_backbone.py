@@ -203,7 +203,7 @@ class AdaLinkBackbone(Backbone):
                 return [swap(v) for v in value]
             return value
 
-        self.token_embedding = swap(backbone.token_embedding)
+        self.token_embedding = swap(getattr(backbone, "token_embedding", None))
         for key, value in vars(backbone).items():
             if key.startswith("_") or hasattr(self, key):
                 continue
