@@ -1,9 +1,9 @@
 """SavedModel export for TF Serving, from the jax and tensorflow backends."""
 
 import re
+import warnings
 
 import keras
-import numpy as np
 
 from keras_adalink.models.walk import first_nested
 
@@ -35,6 +35,20 @@ def _max_sequence_length(model):
         model, lambda x: getattr(x, "max_sequence_length", None)
     )
     return None if found is None else found.max_sequence_length
+
+
+def _limits(model):
+    """`{stem: limit}`: longest encoder (`s`) and decoder (`t`) inputs."""
+    shared = _max_sequence_length(model)
+    if shared:
+        return {"s": shared, "t": shared}
+    limits = {}
+    for stem, key in (("s", "encoder"), ("t", "decoder")):
+        attribute = f"max_{key}_sequence_length"  # Whisper's
+        found = first_nested(model, lambda x, a=attribute: getattr(x, a, 0))
+        if found is not None:
+            limits[stem] = getattr(found, attribute)
+    return limits
 
 
 def tower_models(model):
@@ -78,57 +92,36 @@ def _call_of(model):
     return call
 
 
-def _takes_shorter(model, limit):
-    """Whether `model` runs on sequences shorter than `limit` (SigLIP's text
-    tower adds its whole position table, so it needs exactly `limit`)."""
-    zeros = keras.tree.map_structure(
-        lambda t: np.zeros(
-            [1, *[limit - 1 if d is None else d for d in t.shape[1:]]],
-            dtype=t.dtype,
-        ),
-        model.input,
-    )
-    try:  # One forward pass of batch 1.
-        model(zeros)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _signature(model, limit=None):
-    """`(input specs, export kwargs)`: dynamic batch and sequence sizes,
-    the sequence fixed at `limit` where the model needs it."""
+def _signature(model, limits, fixed=()):
+    """`(input specs, export kwargs)`: dynamic batch and sequence sizes
+    (`s <= limit`, `t <= limit`), except the stems in `fixed`, exported at
+    their limit."""
     import tensorflow as tf
 
-    limit = limit or _max_sequence_length(model)
-    # jax2tf needs every broadcast to hold for all sizes; TensorFlow checks
-    # at run time.
-    jax = keras.backend.backend() == "jax"
-    fixed = (
-        limit if jax and limit and not _takes_shorter(model, limit) else None
-    )
     inputs = model.input
-    specs = keras.tree.map_structure(
-        lambda t: tf.TensorSpec(
-            (None, *[fixed if d is None else d for d in t.shape[1:]]),
-            t.dtype,
-            name=t.name,
-        ),
-        inputs,
-    )
-    if not jax:
+    sizes = {stem: limits[stem] for stem in fixed}
+
+    def spec(t):
+        stem = "t" if t.name.startswith("decoder") else "s"
+        dims = [sizes.get(stem) if d is None else d for d in t.shape[1:]]
+        return tf.TensorSpec((None, *dims), t.dtype, name=t.name)
+
+    specs = keras.tree.map_structure(spec, inputs)
+    if keras.backend.backend() != "jax":
         return specs, {}
     shapes = _polymorphic_shapes(inputs)
-    if fixed:
+    for stem, size in sizes.items():
         shapes = keras.tree.map_structure(
-            lambda shape: re.sub(r"\b[st]\b", str(fixed), shape), shapes
+            lambda shape, stem=stem, size=size: re.sub(
+                rf"\b{stem}\b", str(size), shape
+            ),
+            shapes,
         )
     used = " ".join(str(s) for s in keras.tree.flatten(shapes))
-    # Encoder (`s`) and decoder (`t`) lengths share the position table.
     constraints = tuple(
         f"{stem} <= {limit}"
-        for stem in ("s", "t")
-        if limit and (f" {stem})" in used or f" {stem}," in used)
+        for stem, limit in limits.items()
+        if f" {stem})" in used or f" {stem}," in used
     )
     return specs, {
         "jax2tf_kwargs": {
@@ -137,6 +130,20 @@ def _signature(model, limit=None):
             "with_gradient": False,
         }
     }
+
+
+def _fixed_choices(model, limits):
+    """Stems to fix, tried in turn on jax: none, the encoder's, both."""
+    if keras.backend.backend() != "jax":
+        return [()]
+    return [
+        (),
+        *[
+            stems
+            for stems in (("s",), ("s", "t"))
+            if all(stem in limits for stem in stems)
+        ],
+    ]
 
 
 def export_saved_model(model, path, preprocessor=None, verbose=False):
@@ -169,7 +176,10 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
     On jax the model is converted with jax2tf using symbolic batch and
     sequence sizes, constrained to `s, t <= max_sequence_length` where the
     backbone has one (BERT-style position tables check it), without
-    gradients. On tensorflow it is traced directly. Torch has no SavedModel
+    gradients. Where jax2tf cannot prove a shape for every length (SigLIP's
+    text tower adds its whole position table; Whisper's positions follow a
+    strided convolution), the encoder inputs (then the decoder's too) are
+    exported at their maximum length instead, with a warning. On tensorflow it is traced directly. Torch has no SavedModel
     path in Keras: export with `model.export(path, format="onnx")` there.
 
     Args:
@@ -190,7 +200,33 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
             '`model.export(path, format="onnx")`, or load the adapter file '
             "under KERAS_BACKEND=jax or tensorflow and export there."
         )
-    specs, kwargs = _signature(model)
+    limits = _limits(model)
+    choices = _fixed_choices(model, limits)
+    for i, fixed in enumerate(choices):
+        try:
+            _write(model, path, preprocessor, verbose, limits, fixed)
+        except Exception as error:  # jax2tf: a shape not provable for all
+            if i + 1 == len(choices):
+                raise
+            last = error
+            continue
+        if fixed:
+            warnings.warn(
+                "keras_adalink: jax2tf could not export this model for every "
+                f"sequence length ({type(last).__name__}), so its "
+                + " and ".join(
+                    f"{'decoder' if s == 't' else 'encoder'} inputs have "
+                    f"the fixed length {limits[s]}"
+                    for s in fixed
+                )
+                + " (pad to it, as the model's preprocessor does).",
+                stacklevel=2,
+            )
+        return
+
+
+def _write(model, path, preprocessor, verbose, limits, fixed):
+    specs, kwargs = _signature(model, limits, fixed)
     task_names = _task_names(model)
     towers = tower_models(model)
     if towers is not None and preprocessor is None and task_names is None:
@@ -202,9 +238,7 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
             "serving_default", _call_of(model), [specs], **kwargs
         )
         for name, tower in towers.items():
-            tower_specs, tower_kwargs = _signature(
-                tower, _max_sequence_length(model)
-            )
+            tower_specs, tower_kwargs = _signature(tower, limits, fixed)
             archive.add_endpoint(
                 f"serving_{name}",
                 _call_of(tower),

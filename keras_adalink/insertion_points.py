@@ -462,19 +462,23 @@ REFUSED = {
         "nested model sharing MiT's layers; adapt the `MiTBackbone` "
         "(`image_encoder`) itself, which keras_adalink covers"
     ),
-    # KerasCV's CLIP (`keras_cv.models.CLIP`).
-    "CLIP": (
-        "KerasCV's CLIP, whose image and text towers are subclassed models "
-        "(no graph to splice an adapter into without changing them); "
-        "KerasHub's `CLIPBackbone`, where KerasCV's CLIP moved, is adapted "
-        "with one module inside each tower"
-    ),
     "EdRecBackbone": (
         "a recommendation model over item-id features, not a token "
         "sequence into transformer blocks"
     ),
 }
 
+
+# KerasCV models refused, by class name (KerasCV's ViTDet, VideoSwin and
+# MiT backbones adapt by the rule).
+KERAS_CV_REFUSED = {
+    "CLIP": (
+        "KerasCV's CLIP, whose image and text towers are subclassed models "
+        "(no graph to splice an adapter into without changing them); "
+        "KerasHub's `CLIPBackbone`, where KerasCV's CLIP moved, is adapted "
+        "with one module inside each tower"
+    ),
+}
 
 # Families adapted text-only: why their vision/audio paths are not mapped.
 TEXT_ONLY = {
@@ -507,7 +511,10 @@ def _lookup(table, backbone):
 def _points(backbone):
     # By the class's own name: a refused base (FeaturePyramidBackbone) has
     # subclasses that adapt (DINOV2).
-    reason = REFUSED.get(type(backbone).__name__)
+    keras_cv = type(backbone).__module__.startswith("keras_cv.")
+    reason = (KERAS_CV_REFUSED if keras_cv else REFUSED).get(
+        type(backbone).__name__
+    )
     if reason is not None:
         raise ValueError(
             f"keras_adalink does not adapt {type(backbone).__name__}: it is "

@@ -74,10 +74,15 @@ GENERATE_UNTESTED = {
     "Gemma3Backbone": "KerasHub's Gemma3CausalLM.generate() without a "
     "preprocessor fails on text-only inputs even unadapted; its cached path "
     "is checked against the training path in test_causal_lm.py",
+    "WhisperBackbone": "KerasHub 0.32 has no Whisper generation task",
     "RWKV7Backbone": "KerasHub's RWKV7CausalLM.generate_step() reads "
     "`predict_token_ids` and `input_padding_mask`, which only its "
     "preprocessor makes",
 }
+
+# Audio-to-text families whose generate() is checked with the default
+# one module per modality (tests/test_families.py): their task class.
+GENERATE_PER_MODALITY = {"MoonshineBackbone": "MoonshineAudioToText"}
 
 # Families whose SavedModel export is tested (tests/test_export.py): one
 # encoder, decoder and encoder-decoder at least.
@@ -85,6 +90,10 @@ EXPORT_TESTED = {
     "BertBackbone": "yes",
     "GemmaBackbone": "yes (folded)",
     "BartBackbone": "yes",
+    "WhisperBackbone": "yes",
+    "CLIPBackbone": "yes, with image and text signatures",
+    "SigLIPBackbone": "yes, with image and text signatures (jax: at its "
+    "fixed text length)",
     "MixtralBackbone": "tensorflow backend only; jax: its MoE router's "
     "top_k lowers to a StableHLO op (`vhlo.composite_v2`) the pinned "
     "TensorFlow cannot read",

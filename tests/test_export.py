@@ -15,6 +15,7 @@ import keras_adalink
 from tests.conftest import BACKBONES
 from tests.conftest import backbone_inputs
 from tests.conftest import randomize_adapter
+from tests.conftest import to_numpy
 from tests.test_causal_lm import CAUSAL_LMS
 from tests.test_causal_lm import _inputs as lm_inputs
 
@@ -391,3 +392,25 @@ def test_two_tower_exports_image_and_text_signatures(name, tmp_path):
         np.testing.assert_allclose(
             served[key], keras.ops.convert_to_numpy(value), atol=1e-4
         )
+
+
+def test_whisper_exports_encoder_and_decoder(tmp_path):
+    """Whisper with its audio and text modules serves the encoder and
+    decoder outputs Keras computes (lengths dynamic, within the limits)."""
+    from tests.families import NEW_FAMILIES
+
+    adapted = keras_adalink.adapt(
+        NEW_FAMILIES["WhisperBackbone"].build(), rank=2, dropout=0.0
+    )
+    randomize_adapter(adapted, scale=0.3)
+    keras_adalink.export_saved_model(adapted, tmp_path / "w")
+    rng = np.random.default_rng(0)
+    x = {
+        "encoder_features": rng.normal(size=(2, 6, 80)).astype("float32"),
+        "decoder_token_ids": rng.integers(1, 40, (2, 5)).astype("int32"),
+        "decoder_padding_mask": np.ones((2, 5), "int32"),
+    }
+    instances = [{k: v[i].tolist() for k, v in x.items()} for i in range(2)]
+    served = _serve_rest(tmp_path, tmp_path / "w", instances, _SERVE)
+    for key, value in to_numpy(adapted(x)).items():
+        np.testing.assert_allclose(served[key], value, atol=1e-4)

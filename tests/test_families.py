@@ -21,6 +21,7 @@ from tests.conftest import randomize_router_module
 from tests.conftest import to_numpy
 from tests.families import FAMILIES
 from tests.families import GENERATE_DIFFERS
+from tests.families import GENERATE_PER_MODALITY
 from tests.families import GENERATE_UNTESTED
 from tests.families import NEW_FAMILIES
 from tests.families import NOT_FOLDABLE
@@ -227,6 +228,25 @@ def test_mixed_task_generate_follows_teacher_forcing(name):
     other = to_numpy(lm({**full, "task_id": 1 - task_id}))
     assert not np.array_equal(
         np.argmax(other[:, PROMPT - 1 : -1], -1), tokens[:, PROMPT:]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(GENERATE_PER_MODALITY))
+def test_audio_to_text_generate_follows_teacher_forcing(name):
+    """With the default audio and text modules, both nonzero: greedy
+    generate() (the encoder and the cached decoder called from the task's
+    own code) picks the training path's argmax at every step."""
+    task = getattr(keras_hub.models, GENERATE_PER_MODALITY[name])
+    lm = task(backbone=NEW_FAMILIES[name].build(), preprocessor=None)
+    lm = keras_adalink.adapt(lm, rank=2, dropout=0.0)
+    assert lm.backbone.adapter.modalities == ["audio", "text"]
+    randomize_adapter(lm, scale=1.0)
+    lm.compile(sampler="greedy")
+    prompt, ids, mask = _prompt(lm, batch=2)
+    tokens = np.asarray(lm.generate(prompt, stop_token_ids=None)[ids])
+    logits = to_numpy(lm({**prompt, ids: tokens, mask: np.ones_like(tokens)}))
+    np.testing.assert_array_equal(
+        tokens[:, PROMPT:], np.argmax(logits[:, PROMPT - 1 : -1], -1)
     )
 
 

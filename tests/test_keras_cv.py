@@ -4,6 +4,8 @@ Skipped, saying so, only where keras-cv is not installed; `make setup`
 installs the extra, so CI runs these.
 """
 
+import pathlib
+
 import keras
 import numpy as np
 import pytest
@@ -119,3 +121,9 @@ def test_keras_cv_clip_refused_pointing_to_keras_hub():
     )
     with pytest.raises(ValueError, match="CLIPBackbone"):
         keras_adalink.adapt(clip)
+
+
+def test_coverage_page_lists_these_sites():
+    page = (pathlib.Path(__file__).parents[1] / "docs/coverage.md").read_text()
+    for name, (_, _, block) in BACKBONES.items():
+        assert f"`keras_cv.models.{name}` | `{block}` |" in page, name

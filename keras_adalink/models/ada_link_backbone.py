@@ -205,7 +205,12 @@ class AdaLinkBackbone(Backbone):
 
         self.token_embedding = swap(getattr(backbone, "token_embedding", None))
         for key, value in vars(backbone).items():
-            if key.startswith("_") or hasattr(self, key):
+            if key.startswith("__") or hasattr(self, key):
+                continue
+            if key.startswith("_"):
+                # Private layers tasks call (Moonshine's mask layer).
+                if isinstance(value, keras.layers.Layer):
+                    object.__setattr__(self, key, swap(value))
                 continue
             if isinstance(value, (list, tuple)):
                 # Lists of layers stay plain lists: these layers are already
