@@ -77,9 +77,11 @@ def adapt(
         modalities: list of str. One module per modality (`ModalityRouter`)
             and an int `modality_ids` input `[batch, sequence]` unless
             `layout` is given. Defaults to `None`: for a model with sites
-            of several modalities (PaliGemma, Gemma3 with images), one
-            module per site modality (`["image", "text"]`), as in the
-            paper; otherwise a single `AdaLink`.
+            of several modalities (PaliGemma, Gemma3 with images, CLIP,
+            SigLIP, MetaCLIP 2: `["image", "text"]`; Whisper, Moonshine:
+            `["audio", "text"]`; VideoPrism with text: `["video",
+            "text"]`), one module per site modality, as in the paper;
+            otherwise a single `AdaLink`.
         layout: static modality layout for `ModalityRouter`.
         unified: one module shared by all modalities (the paper's ablation;
             what `adapt` did on PaliGemma and Gemma3 with images by default

@@ -179,8 +179,9 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
     gradients. Where jax2tf cannot prove a shape for every length (SigLIP's
     text tower adds its whole position table; Whisper's positions follow a
     strided convolution), the encoder inputs (then the decoder's too) are
-    exported at their maximum length instead, with a warning. On tensorflow it is traced directly. Torch has no SavedModel
-    path in Keras: export with `model.export(path, format="onnx")` there.
+    exported at their maximum length instead, with a warning. On
+    tensorflow it is traced directly. Torch has no SavedModel path in
+    Keras: export with `model.export(path, format="onnx")` there.
 
     Args:
         model: any Keras model, typically one from `adapt()` or `fold()`.

@@ -312,15 +312,18 @@ def _tower_sites(insertion):
 
 
 def _image_and_text(backbone):
-    # PaliGemma's `vit_encoder`, Gemma3's `vision_encoder` (None when the
-    # model is text-only): image embeddings already at the LM width.
+    # PaliGemma's `vit_encoder`, Gemma3's and Gemma4's `vision_encoder`
+    # (None when the model is text-only), Gemma4's `audio_encoder`: image
+    # and audio embeddings already at the LM width, merged into the text
+    # sequence after both lookups.
     vision = getattr(backbone, "vit_encoder", None) or getattr(
         backbone, "vision_encoder", None
     )
-    text = after_layer(backbone.token_embedding, modality="text")
-    if vision is None:
-        return [text]
-    return [after_layer(vision, modality="image"), text]
+    audio = getattr(backbone, "audio_encoder", None)
+    sites = [after_layer(vision, "image")] if vision is not None else []
+    if audio is not None:
+        sites.append(after_layer(audio, "audio"))
+    return [*sites, after_layer(backbone.token_embedding, modality="text")]
 
 
 def _audio_and_text_tokens(backbone):
@@ -375,6 +378,13 @@ EXCEPTIONS = {
         block_input_sites,
         "as PaliGemma: image embeddings are scattered into the text "
         "sequence after both lookups",
+    ),
+    "Gemma4Backbone": (
+        _image_and_text,
+        block_input_sites,
+        "as PaliGemma, with audio: image and audio embeddings (each "
+        "encoder's output, at the LM width) are scaled and interleaved "
+        "into the text after the token lookup",
     ),
     **dict.fromkeys(
         ["WhisperBackbone", "MoonshineBackbone"],
@@ -482,11 +492,6 @@ KERAS_CV_REFUSED = {
 
 # Families adapted text-only: why their vision/audio paths are not mapped.
 TEXT_ONLY = {
-    "Gemma4Backbone": (
-        " yet: its image and audio encoders' outputs are scaled and "
-        "interleaved into the text by graph ops, and its generate() "
-        "rebuilds that path from attributes"
-    ),
     "Qwen3_5Backbone": (
         ": KerasHub's own generate() with images fails on jax (its vision "
         "encoder reads `image_grid_thw` as numpy inside the jitted "
@@ -495,8 +500,9 @@ TEXT_ONLY = {
     ),
     "T5Gemma2Backbone": (
         " yet: its image embeddings join the encoder's tokens after the "
-        "end-of-image embedding ops, and the encoder and decoder tables "
-        "are separate sites already"
+        "end-of-image embedding ops; a site after its vision encoder would "
+        "fit, beside the encoder and decoder tables, but is not built and "
+        "tested yet"
     ),
 }
 

@@ -26,6 +26,7 @@ from tests.families import GENERATE_UNTESTED
 from tests.families import NEW_FAMILIES
 from tests.families import NOT_FOLDABLE
 from tests.families import VOCAB
+from tests.families import M
 from tests.families import build
 
 SEQ, PROMPT = 8, 3
@@ -434,10 +435,97 @@ def test_seq2seq_decoder_adapted_on_request(name, insertion):
 def test_text_path_only_while_towers_are_unmapped():
     """A family found by the rule but built with a vision or audio encoder
     is refused, not adapted text-only in silence."""
-    backbone = NEW_FAMILIES["Gemma4Backbone"].build().backbone
+    backbone = NEW_FAMILIES["Qwen3_5Backbone"].build().backbone
     object.__setattr__(backbone, "vision_encoder", keras.layers.Dense(2))
-    with pytest.raises(ValueError, match="vision_encoder"):
+    with pytest.raises(ValueError, match="vision_encoder.*generate"):
         keras_adalink.adapt(backbone)
+
+
+def _gemma4_with_image_and_audio():
+    """A tiny Gemma4 with both encoders, and one row of inputs: 4 image
+    tokens at 2-5, 4 audio tokens at 7-10, text around them."""
+    vision = M.Gemma4VisionEncoder(
+        image_size=16,
+        patch_size=4,
+        pool_size=2,
+        num_layers=1,
+        num_heads=2,
+        head_dim=4,
+        num_key_value_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        output_dim=8,
+    )
+    audio = M.Gemma4AudioEncoder(
+        input_feat_size=16,
+        hidden_size=8,
+        num_heads=2,
+        num_layers=1,
+        chunk_size=2,
+        context_left=2,
+        context_right=0,
+        sscp_conv_channels=(4, 4),
+        output_proj_dims=8,
+        output_dim=8,
+    )
+    backbone = M.Gemma4Backbone(
+        vocabulary_size=VOCAB,
+        image_size=16,
+        num_layers=2,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=8,
+        intermediate_dim=16,
+        head_dim=4,
+        sliding_window_size=16,
+        vision_encoder=vision,
+        audio_encoder=audio,
+        num_audio_tokens_per_clip=4,
+    )
+    rng = np.random.default_rng(0)
+    length = 16
+    ids = np.array([[2, 5, *[9] * 4, 3, *[10] * 4, 7, 8, 0, 0, 0]], "int32")
+    image_mask, audio_mask = np.zeros((2, 1, length), "int32")
+    image_mask[0, 2:6], audio_mask[0, 7:11] = 1, 1
+    grid_y, grid_x = np.meshgrid(np.arange(4), np.arange(4), indexing="ij")
+    x = {
+        "token_ids": ids,
+        "padding_mask": (np.arange(length) < 13).astype("int32")[None],
+        "position_ids": np.arange(length, dtype="int32")[None],
+        "pixel_values": rng.uniform(size=(1, 1, 16, 48)).astype("float32"),
+        "pixel_position_ids": np.stack([grid_x.ravel(), grid_y.ravel()], -1)[
+            None, None
+        ].astype("int32"),
+        "vision_indices": np.array([[2, 3, 4, 5]], "int32"),
+        "vision_mask": image_mask,
+        "audio_mel": rng.uniform(size=(1, 1, 16, 16)).astype("float32"),
+        "audio_mel_mask": np.ones((1, 1, 16), "int32"),
+        "audio_indices": np.array([[7, 8, 9, 10]], "int32"),
+        "audio_mask": audio_mask,
+    }
+    return backbone, {k: x[k] for k in backbone.input}
+
+
+def test_gemma4_image_audio_and_text_modules():
+    """Gemma4 with both encoders: three modules by default; at init the
+    model is unchanged; each module alone moves exactly the hidden states
+    of its own tokens (image 2-5, audio 7-10, text the rest) at the first
+    block, seen here through the causal stack's first position it
+    reaches."""
+    backbone, x = _gemma4_with_image_and_audio()
+    before = to_numpy(backbone(x))
+    adapted = keras_adalink.adapt(backbone, rank=2, dropout=0.0)
+    router = adapted.adapter
+    assert router.modalities == ["image", "audio", "text"]
+    np.testing.assert_allclose(to_numpy(adapted(x)), before, atol=1e-5)
+    first_moved = {}
+    for index, modality in enumerate(router.modalities):
+        randomize_router_module(router, index, seed=index)
+        after = to_numpy(adapted(x))
+        moved = ~np.isclose(after, before, atol=1e-4).all(-1)[0]
+        first_moved[modality] = int(np.argmax(moved)) if moved.any() else None
+    # Causal attention: a module first changes the first of its tokens.
+    assert first_moved == {"image": 2, "audio": 7, "text": 0}
 
 
 _AUDIO_MOVES = {

@@ -483,48 +483,65 @@ print([tuple(w.shape) for w in unified.trainable_weights])
         "adapted to new pairs with both towers frozen. A small randomly "
         "initialised CLIP learns to match easy-vqa images with their "
         "question and answer, trained with CLIP's own loss (pair i is "
-        "class i, both ways); in-batch retrieval is scored on held-out "
-        "pairs before and after.",
+        "class i, both ways), against the same frozen model with only its "
+        "two projections trained; in-batch retrieval is scored on held-out "
+        "pairs. The towers are random, so the point is the API and the "
+        "modules' effect, not accuracy.",
     ),
     (
         "code",
         """\
+eos = tokenizer.vocabulary_size() - 1  # CLIP pools the highest id: end marker
+
 def captions(qs, ans):
     ids = np.zeros((len(qs), seq), "int32")
     for i, (q, a) in enumerate(zip(qs, ans)):
-        t = keras.ops.convert_to_numpy(tokenizer(f"{q} {a}"))[:seq]
+        t = list(keras.ops.convert_to_numpy(tokenizer(f"{q} {a}"))[:seq - 1]) + [eos]
         ids[i, :len(t)] = t
     return ids
 
 tower = dict(num_layers=2, num_heads=2, hidden_dim=64, intermediate_dim=128)
-clip = keras_hub.models.CLIPBackbone(
-    keras_hub.models.CLIPVisionEncoder(patch_size=16, image_shape=(64, 64, 3), **tower),
-    keras_hub.models.CLIPTextEncoder(vocabulary_size=tokenizer.vocabulary_size(),
-                                     embedding_dim=64, max_sequence_length=seq, **tower),
-    projection_dim=32)
-matcher = keras_adalink.adapt(clip, rank=4)  # a module inside each tower
-print(type(matcher.adapter).__name__, matcher.adapter.modalities)
-pairs = {"images": images, "token_ids": captions(questions[:n], answers[:n])}
+
+def make_matcher(train_modules):
+    keras.utils.set_random_seed(0)  # the same frozen CLIP each time
+    clip = keras_hub.models.CLIPBackbone(
+        keras_hub.models.CLIPVisionEncoder(patch_size=16, image_shape=(64, 64, 3), **tower),
+        keras_hub.models.CLIPTextEncoder(vocabulary_size=tokenizer.vocabulary_size(),
+                                         embedding_dim=64, max_sequence_length=seq, **tower),
+        projection_dim=32)
+    matcher = keras_adalink.adapt(clip, rank=8)  # a module inside each tower
+    matcher.adapter.trainable = train_modules
+    for projection in (clip.vision_projection, clip.text_projection):
+        projection.trainable = True  # a two-tower model's "head"
+    clip_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    matcher.compile(optimizer=keras.optimizers.Adam(1e-2),
+                    loss={"vision_logits": clip_loss, "text_logits": clip_loss})
+    return matcher
+
 B = 16  # pair i of each batch of 16 is class i, for the image and the text
 mB = m // B * B  # whole batches only
+pairs = {"images": images, "token_ids": captions(questions[:n], answers[:n])}
 test_pairs = {"images": test_images[:mB], "token_ids": captions(test_q[:mB], test_a[:mB])}
-clip_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-matcher.compile(optimizer=keras.optimizers.Adam(3e-3),
-                loss={"vision_logits": clip_loss, "text_logits": clip_loss})
+target = np.arange(n) % B
 
 def retrieval(model):  # in-batch top-1: does each image pick its own text?
     logits = model.predict(test_pairs, batch_size=B, verbose=0)["vision_logits"]
     hits = [np.mean(np.argmax(logits[i:i + B], -1) == np.arange(B)) for i in range(0, mB, B)]
     return float(np.mean(hits))
 
-before = retrieval(matcher)
-target = np.arange(n) % B
-matcher.fit(pairs, {"vision_logits": target, "text_logits": target},
-            batch_size=B, shuffle=False, epochs=1 if FAST else 4, verbose=2)
-after = retrieval(matcher)
-print(f"in-batch top-1 retrieval (chance {1 / B:.3f}): frozen {before:.3f}, adapted {after:.3f}")
-plt.figure(figsize=(4, 2.6))
-plt.bar(["frozen (init)", "image + text modules"], [before, after])
+scores = {}
+for label, train_modules in [("projections only", False), ("modules + projections", True)]:
+    matcher = make_matcher(train_modules)
+    print(label, type(matcher.adapter).__name__, matcher.adapter.modalities,
+          [w.path for w in matcher.trainable_weights])
+    scores["frozen (init)"] = retrieval(matcher)
+    matcher.fit(pairs, {"vision_logits": target, "text_logits": target},
+                batch_size=B, shuffle=False, epochs=1 if FAST else 8, verbose=0)
+    scores[label] = retrieval(matcher)
+print(f"in-batch top-1 retrieval, held out (chance {1 / B:.3f}):",
+      {k: round(v, 3) for k, v in scores.items()})
+plt.figure(figsize=(5, 2.6))
+plt.bar(list(scores), list(scores.values()))
 plt.axhline(1 / B, ls="--", c="gray", label="chance"); plt.legend(fontsize=8)
 plt.ylabel("held-out top-1"); plt.tight_layout(); plt.show()
 """,

@@ -120,9 +120,15 @@ class ModalityRouter(BaseAdaLink):
                     f"`modality` must be one of {self.modalities} for layer "
                     f"'{self.name}'. Received: modality={modality!r}"
                 )
-            index = self.modalities.index(modality)
-            modality_ids = ops.full(ops.shape(inputs)[:2], index, "int32")
-        elif modality_ids is None:
+            # One module for the whole input, of any rank (Gemma4's image
+            # and audio embeddings are [batch, items, tokens, d]).
+            index = 0 if self.unified else self.modalities.index(modality)
+            down, up = self._kernels(inputs.dtype)
+            hidden = ops.matmul(inputs, down[index])
+            return self._finish(
+                inputs, hidden, "...r,rd->...d", up[index], training
+            )
+        if modality_ids is None:
             if self.layout is None:
                 raise ValueError(
                     f"Layer '{self.name}' has no `layout`, so `modality_ids` "
