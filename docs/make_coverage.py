@@ -73,6 +73,12 @@ def _sites(backbone, insertion):
     parts = []
     for site in sites:
         text = f"{site.where} `{site.layer.name}` ({type(site.layer).__name__})"
+        if site.tower:  # The site inside the tower.
+            inner = site.inner
+            text = (
+                f"{inner.where} `{inner.layer.name}` "
+                f"({type(inner.layer).__name__}) in `{site.layer.name}`"
+            )
         if site.modality:
             text = f"{site.modality}: {text}"
         if site.optional:

@@ -64,12 +64,10 @@ def tower_models(model):
     >>> towers = keras_adalink.tower_models(adapted_clip)
     >>> image_embeddings = towers["image"].predict(images)
     """
-    from keras_adalink.insertion_points import TOWERS
+    from keras_adalink.insertion_points import two_towers
 
     backbone = getattr(model, "backbone", model)
-    if not all(hasattr(backbone, name) for name in TOWERS) or not isinstance(
-        model.input, dict
-    ):
+    if not isinstance(backbone, keras.Model) or two_towers(backbone) is None:
         return None
     # The contrastive head takes (image embeddings, text embeddings).
     head, node_index, _ = model.outputs[0]._keras_history
@@ -133,17 +131,17 @@ def _signature(model, limits, fixed=()):
 
 
 def _fixed_choices(model, limits):
-    """Stems to fix, tried in turn on jax: none, the encoder's, both."""
+    """Stems to fix, tried in turn on jax: none, the encoder's, both (only
+    stems the model's inputs use)."""
     if keras.backend.backend() != "jax":
         return [()]
-    return [
-        (),
-        *[
-            stems
-            for stems in (("s",), ("s", "t"))
-            if all(stem in limits for stem in stems)
-        ],
+    used = " ".join(keras.tree.flatten(_polymorphic_shapes(model.input)))
+    present = [
+        stem
+        for stem in ("s", "t")
+        if stem in limits and (f" {stem})" in used or f" {stem}," in used)
     ]
+    return [tuple(present[:k]) for k in range(len(present) + 1)]
 
 
 def export_saved_model(model, path, preprocessor=None, verbose=False):
@@ -176,10 +174,10 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
     On jax the model is converted with jax2tf using symbolic batch and
     sequence sizes, constrained to `s, t <= max_sequence_length` where the
     backbone has one (BERT-style position tables check it), without
-    gradients. Where jax2tf cannot prove a shape for every length (SigLIP's
-    text tower adds its whole position table; Whisper's positions follow a
-    strided convolution), the encoder inputs (then the decoder's too) are
-    exported at their maximum length instead, with a warning. On
+    gradients (Whisper: encoder and decoder each by their own maximum).
+    Where jax2tf cannot prove a shape for every length (SigLIP's text tower
+    adds its whole position table), the encoder inputs (then the decoder's
+    too) are exported at their maximum length instead, with a warning. On
     tensorflow it is traced directly. Torch has no SavedModel path in
     Keras: export with `model.export(path, format="onnx")` there.
 
@@ -203,18 +201,20 @@ def export_saved_model(model, path, preprocessor=None, verbose=False):
         )
     limits = _limits(model)
     choices = _fixed_choices(model, limits)
+    first = None
     for i, fixed in enumerate(choices):
         try:
             _write(model, path, preprocessor, verbose, limits, fixed)
-        except Exception as error:  # jax2tf: a shape not provable for all
+        except (TypeError, ValueError) as error:  # jax2tf shape checks
+            first = first or error
             if i + 1 == len(choices):
-                raise
-            last = error
+                raise error from (first if error is not first else None)
             continue
         if fixed:
+            reason = str(first).strip().splitlines()[0][:200]
             warnings.warn(
                 "keras_adalink: jax2tf could not export this model for every "
-                f"sequence length ({type(last).__name__}), so its "
+                f"sequence length ({reason}), so its "
                 + " and ".join(
                     f"{'decoder' if s == 't' else 'encoder'} inputs have "
                     f"the fixed length {limits[s]}"

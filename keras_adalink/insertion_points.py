@@ -45,11 +45,23 @@ INSERTIONS = ("token_embedding", "block_input")
 # sees (None: any, routed by ids or layout). An `optional` site is adapted
 # only by a ModalityRouter that names its modality (a decoder stack).
 # `where` says it in words: "after", "before" or "inside" the layer. A
-# `tower` site is a sub-model (CLIP's towers) replayed with a site inside.
+# `tower` site is a sub-model (CLIP's towers) replayed with its own site
+# `inner` inside. A site that is not `per_example` sees rows that are not
+# the batch's (VideoPrism's frames), so it cannot be routed by task.
 Site = collections.namedtuple(
     "Site",
-    ["layer", "apply", "modality", "optional", "every_call", "where", "tower"],
-    defaults=[None, False, False, "after", False],
+    [
+        "layer",
+        "apply",
+        "modality",
+        "optional",
+        "every_call",
+        "where",
+        "tower",
+        "inner",
+        "per_example",
+    ],
+    defaults=[None, False, False, "after", False, None, True],
 )
 
 
@@ -136,10 +148,13 @@ def inside_model(model, inner, modality):
                 return inner.apply(layer, a, k, adapter)
             return layer(*a, **k)
 
-        inputs = args[0] if args else next(iter(kwargs.values()))
+        inputs = args[0] if args else kwargs["inputs"]
+        if isinstance(model.input, dict) and isinstance(inputs, dict):
+            # By name, as a Functional call would (a replay zips in order).
+            inputs = {name: inputs[name] for name in model.input}
         return rerun_graph(model, inputs, call_function)
 
-    return Site(model, apply, modality, where="inside", tower=True)
+    return Site(model, apply, modality, where="inside", tower=True, inner=inner)
 
 
 # --- The rule: read the sites off the functional graph. ---
@@ -231,6 +246,8 @@ def _repeated_blocks(backbone):
     """Graph layers of the block class called most (two at least)."""
     by_class = collections.defaultdict(list)
     for layer in backbone.layers:
+        if isinstance(layer, (keras.layers.InputLayer, keras.Model)):
+            continue  # Inputs; towers (two `...Encoder` sub-models).
         if type(layer).__name__.endswith(_BLOCK_NAMES):
             by_class[type(layer)].append(layer)
     blocks = max(by_class.values(), key=len, default=[])
@@ -280,7 +297,7 @@ def block_input_sites(backbone):
 TOWERS = {"vision_encoder": "image", "text_encoder": "text"}
 
 
-def _towers(backbone):
+def two_towers(backbone):
     """`{modality: tower}` for a two-tower model, else None."""
     graph = {id(layer) for layer in backbone.layers}
     found = {
@@ -298,7 +315,7 @@ def _towers(backbone):
 def _tower_sites(insertion):
     def sites(backbone):
         found = []
-        for modality, tower in _towers(backbone).items():
+        for modality, tower in two_towers(backbone).items():
             # A vision tower has no token lookup: its first block.
             kind = insertion if modality == "text" else "block_input"
             (inner,) = find_insertion_sites(tower, kind)
@@ -347,7 +364,10 @@ def _video_and_text(insertion):
     # VideoPrism: video patches (with positions) before the spatial
     # encoder; the text tower's tokens where the model has one.
     def sites(backbone):
-        video = before_layer(backbone.spatial_encoder, "video")
+        # Rows are frames (`[batch * frames, patches, d]`), not examples.
+        video = before_layer(backbone.spatial_encoder, "video")._replace(
+            per_example=False
+        )
         if getattr(backbone, "text_encoder", None) is None:
             if insertion == "token_embedding":
                 raise ValueError(
@@ -529,7 +549,7 @@ def _points(backbone):
     exception = _lookup(EXCEPTIONS, backbone)
     if exception is not None:
         return exception[:2]
-    if _towers(backbone) is not None:
+    if two_towers(backbone) is not None:
         return _tower_sites("token_embedding"), _tower_sites("block_input")
     # The rule sees the text path only: image or audio embeddings merged
     # into the sequence later would bypass the adapter.
@@ -539,7 +559,7 @@ def _points(backbone):
         if getattr(backbone, name, None) is not None
     ]
     if towers:
-        reason = TEXT_ONLY.get(type(backbone).__name__, "")
+        reason = _lookup(TEXT_ONLY, backbone) or ""
         raise ValueError(
             f"keras_adalink adapts {type(backbone).__name__} text-only: "
             f"this one has a {' and '.join(towers)} whose embeddings "

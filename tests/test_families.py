@@ -82,6 +82,7 @@ def test_adapts_at_both_points_identity_then_acts(family, tmp_path):
     before = _flat(backbone(x))
     # The sites found: a table holding the vocabulary, the first block.
     if family.kind == "two_tower":  # One site inside each tower.
+        inner = {}
         for insertion in ("token_embedding", "block_input"):
             sites = find_insertion_sites(backbone, insertion)
             assert [s.modality for s in sites] == ["image", "text"]
@@ -89,6 +90,18 @@ def test_adapts_at_both_points_identity_then_acts(family, tmp_path):
                 backbone.vision_encoder,
                 backbone.text_encoder,
             ]
+            inner[insertion] = [s.inner.layer for s in sites]
+        # The vision tower's first block either way; the text tower's
+        # token table, or its first block.
+        vision_block = backbone.vision_encoder.encoder_layers[0]
+        assert inner["block_input"] == [
+            vision_block,
+            backbone.text_encoder.encoder_layers[0],
+        ]
+        assert inner["token_embedding"][0] is vision_block
+        assert any(
+            v.shape[0] == VOCAB for v in inner["token_embedding"][1].weights
+        )
     elif family.kind != "vision":
         (site,) = [
             s
@@ -526,6 +539,11 @@ def test_gemma4_image_audio_and_text_modules():
         first_moved[modality] = int(np.argmax(moved)) if moved.any() else None
     # Causal attention: a module first changes the first of its tokens.
     assert first_moved == {"image": 2, "audio": 7, "text": 0}
+    # A module per task works at the 4-D image and audio sites too.
+    multi = keras_adalink.adapt(backbone, rank=2, num_tasks=2)
+    np.testing.assert_allclose(
+        to_numpy(multi({**x, "task_id": np.array([1])})), before, atol=1e-5
+    )
 
 
 _AUDIO_MOVES = {
@@ -554,6 +572,9 @@ def test_one_module_per_modality(name):
     adapted = keras_adalink.adapt(backbone, rank=2, dropout=0.0)
     router = adapted.adapter
     expected = MODALITY_OUTPUTS[name]
+    if name == "VideoPrismBackbone":  # Its video rows are frames.
+        with pytest.raises(ValueError, match="not examples"):
+            keras_adalink.adapt(backbone, num_tasks=2)
     assert router.modalities == list(expected) and not router.unified
     for index, modality in enumerate(router.modalities):
         randomize_router_module(router, index, seed=index)
@@ -613,6 +634,18 @@ def test_two_tower_modules_and_contrastive_fit(name):
                 atol=1e-4,
             )
             assert moved == (side == modality), (modality, side)
+
+    # Per-row tasks reach inside each tower: changing row 0's task moves
+    # row 0's image embedding only.
+    multi = keras_adalink.adapt(backbone, rank=2, num_tasks=2)
+    randomize_adapter(multi)
+    image = keras_adalink.tower_models(multi)["image"]
+    rows = [
+        to_numpy(image({"images": x["images"], "task_id": np.array(ids)}))
+        for ids in ([0, 1, 1, 1], [1, 1, 1, 1])
+    ]
+    moved = ~np.isclose(rows[0], rows[1], atol=1e-5).all(-1)
+    assert moved.tolist() == [True, False, False, False]
 
     randomize_adapter(adapted)  # So both projections get gradients.
     loss, y = _contrastive(adapted, batch=4)

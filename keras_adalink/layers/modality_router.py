@@ -40,10 +40,12 @@ class ModalityRouter(BaseAdaLink):
         **kwargs: other `keras.layers.Layer` arguments.
 
     Call arguments:
-        inputs: float tensor `[batch, sequence, d]`.
+        inputs: float tensor `[batch, sequence, d]` (any rank with
+            `modality`).
         modality_ids: optional int tensor `[batch, sequence]`.
         modality: optional str. Every token is of this modality (for
-            insertion sites that see one modality, e.g. image embeddings).
+            insertion sites that see one modality, e.g. image embeddings):
+            the input goes through that module alone.
         training: bool. Whether dropout is active.
 
     Example:

@@ -122,10 +122,15 @@ class TaskRouter(BaseAdaLink):
         # tasks, casting whole tables every call would cost O(T*d*r).
         down = ops.cast(ops.take(self.adalink_down, safe_id, 0), inputs.dtype)
         up = ops.cast(ops.take(self.adalink_up, safe_id, 0), inputs.dtype)
-        hidden = ops.einsum("bnd,bdr->bnr", inputs, down)
-        gate = ops.cast(valid, hidden.dtype)[:, None, None]
+        # Any rank with the batch first (Gemma4's image and audio
+        # embeddings are [batch, items, tokens, d]).
+        hidden = ops.einsum("b...d,bdr->b...r", inputs, down)
+        gate = ops.reshape(
+            ops.cast(valid, hidden.dtype),
+            (-1,) + (1,) * (len(hidden.shape) - 1),
+        )
         return self._finish(
-            inputs, hidden, "bnr,brd->bnd", up, training, gate=gate
+            inputs, hidden, "b...r,brd->b...d", up, training, gate=gate
         )
 
     def get_config(self):

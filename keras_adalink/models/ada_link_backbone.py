@@ -13,6 +13,11 @@ from keras_adalink.models.adapted_call import Routing
 from keras_adalink.models.adapted_call import site_calls
 from keras_adalink.validation import check_inputs
 
+# Private backbone layers that KerasHub tasks call directly.
+_PRIVATE_LAYERS_TASKS_CALL = (
+    "_compute_mask_layer",  # MoonshineAudioToText.call_encoder
+)
+
 
 def _like(tensor, name=None):
     return keras.Input(
@@ -103,6 +108,14 @@ class AdaLinkBackbone(Backbone):
                 and site.modality in adapter.modalities
             )
         ]
+        if isinstance(adapter, TaskRouter):
+            frames = [s.layer.name for s in sites if not s.per_example]
+            if frames:
+                raise ValueError(
+                    f"{type(backbone).__name__} feeds {frames} rows that are "
+                    "not examples (frames), so a TaskRouter cannot route "
+                    "them by task. Use a single AdaLink or a ModalityRouter."
+                )
         backbone.trainable = False
 
         graph_inputs = keras.tree.map_structure(
@@ -208,8 +221,7 @@ class AdaLinkBackbone(Backbone):
             if key.startswith("__") or hasattr(self, key):
                 continue
             if key.startswith("_"):
-                # Private layers tasks call (Moonshine's mask layer).
-                if isinstance(value, keras.layers.Layer):
+                if key in _PRIVATE_LAYERS_TASKS_CALL:
                     object.__setattr__(self, key, swap(value))
                 continue
             if isinstance(value, (list, tuple)):

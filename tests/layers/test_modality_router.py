@@ -65,6 +65,22 @@ def test_equals_per_token_adalink(unified):
     np.testing.assert_array_equal(out[ids == -1], x[ids == -1])
 
 
+@pytest.mark.parametrize("unified", [False, True])
+@pytest.mark.parametrize("shape", [(3, 7, 8), (3, 2, 7, 8)])
+def test_fixed_modality_is_that_module_at_any_rank(unified, shape):
+    """`modality="text"`: every token through the text module (the one
+    module when unified), for rank 3 and rank 4 inputs."""
+    router = ModalityRouter(["image", "text"], rank=2, unified=unified)
+    x = _x(shape)
+    router(x, modality="text")
+    _randomize(router)
+    flat = x.reshape(-1, 1, 8)
+    ids = np.ones(flat.shape[:2], "int32")
+    expected = _per_token_reference(router, flat, ids).reshape(shape)
+    out = keras.ops.convert_to_numpy(router(x, modality="text"))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_unified_has_one_module():
     router = ModalityRouter(["image", "text"], rank=4, unified=True)
     router(_x(), modality_ids=np.zeros((3, 7), "int32"))

@@ -27,9 +27,12 @@ def test_weights_are_stacked():
     assert tuple(router.adalink_up.shape) == (3, 2, 8)
 
 
-def test_mixed_batch_equals_per_example_adalink():
+@pytest.mark.parametrize("shape", [(5, 6, 8), (5, 2, 3, 8)])
+def test_mixed_batch_equals_per_example_adalink(shape):
+    """Rank 3, and rank 4 (Gemma4's image embeddings: batch, items,
+    tokens, d)."""
     router = TaskRouter(num_tasks=3, rank=2, dropout=0.0, activation="relu")
-    x = _x()
+    x = _x(shape)
     task_id = np.array([2, 0, 1, 2, 0], "int32")
     router(x, task_id=task_id)
     rng = np.random.default_rng(3)
