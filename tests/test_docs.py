@@ -2,6 +2,7 @@
 
 import inspect
 import os
+import re
 import subprocess
 import sys
 
@@ -81,3 +82,13 @@ def test_coverage_page_matches_the_code():
         + result.stdout[-3000:]
         + result.stderr[-2000:]
     )
+
+
+def test_readme_counts_match_the_coverage_page():
+    """The README's "N adapt; the other M are refused" is the page's."""
+    page = open(os.path.join(ROOT, "docs", "coverage.md")).read()
+    found = re.search(r"(\d+) backbone classes are\s+adapted, (\d+)", page)
+    readme = " ".join(open(os.path.join(ROOT, "README.md")).read().split())
+    covered, refused = found.groups()
+    assert f"{covered} KerasHub backbone classes" in readme
+    assert f"the other {refused} are refused" in readme
