@@ -246,8 +246,10 @@ def _repeated_blocks(backbone):
     """Graph layers of the block class called most (two at least)."""
     by_class = collections.defaultdict(list)
     for layer in backbone.layers:
-        if isinstance(layer, (keras.layers.InputLayer, keras.Model)):
-            continue  # Inputs; towers (two `...Encoder` sub-models).
+        if isinstance(
+            layer, (keras.layers.InputLayer, keras_hub.models.Backbone)
+        ):
+            continue  # Inputs; towers (two `...Encoder` backbones).
         if type(layer).__name__.endswith(_BLOCK_NAMES):
             by_class[type(layer)].append(layer)
     blocks = max(by_class.values(), key=len, default=[])
