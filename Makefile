@@ -38,12 +38,15 @@ demo: $(STAMP)
 # The whole suite once per backend; stops at the first failing backend.
 # End-to-end runs of the console script, demo and README example (marked
 # end_to_end: subprocesses on the real MiniLM, logic independent of the
-# backend) run on jax only, to keep CI within its time.
+# backend) run on jax only, to keep CI within its time. Each backend's
+# tests are spread over every core (pytest-xdist; WORKERS=0 runs them in
+# this process).
+WORKERS ?= auto
 test: $(STAMP)
 	@for b in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$b ==="; \
 		if [ $$b = jax ]; then only=""; else only="not end_to_end"; fi; \
-		HF_HUB_OFFLINE=1 KERAS_BACKEND=$$b $(PY) -m pytest -q -m "$$only" $(PYTEST_ARGS) || exit 1; \
+		HF_HUB_OFFLINE=1 KERAS_BACKEND=$$b $(PY) -m pytest -q -n $(WORKERS) -m "$$only" $(PYTEST_ARGS) || exit 1; \
 	done
 
 test-fast: $(STAMP)
@@ -66,6 +69,13 @@ site-check: docs
 # minutes on 2 CPUs); fails loudly if a cell fails. NAMES=... picks some.
 notebooks: $(STAMP)
 	HF_HUB_OFFLINE=1 KERAS_BACKEND=jax $(PY) examples/notebooks/build_notebooks.py --execute $(NAMES)
+
+# Packaging as users install it (.ci/package_check.sh): builds the wheel
+# and the sdist, installs the wheel with the [jax] extra into a clean venv
+# in a temporary folder and runs the console script and a real use there.
+.PHONY: package-check
+package-check: $(STAMP)
+	PY=$(PY) bash .ci/package_check.sh
 
 format: $(STAMP)
 	$(PY) -m ruff check --fix .

