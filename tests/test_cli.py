@@ -83,6 +83,7 @@ def test_train_eval_predict_export(tmp_path):
     )
     assert sorted(os.listdir(out)) == [
         "adapter.safetensors",
+        "checkpoint.npz",
         "learning_curve.png",
         "logs",
         "metrics.json",
