@@ -128,37 +128,29 @@ def test_unknown_name_names_the_data_dir(data_dir, monkeypatch):
 @pytest.mark.slow
 def test_train_from_tfds_name(data_dir, tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run(
-        [
-            CLI,
-            "train",
-            "--data",
-            f"tfds:{NAME}",
-            "--text-column",
-            "review",
-            "--label-column",
-            "label",
-            "--task",
-            "classification",
-            "--rank",
-            "2",
-            "--max-steps",
-            "2",
-            "--sequence-length",
-            "16",
-            "--batch-size",
-            "8",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "TFDS_DATA_DIR": data_dir},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TFDS_DATA_DIR": data_dir}
+
+    def run(*args):
+        result = subprocess.run(
+            [CLI, *args], capture_output=True, text=True, timeout=900, env=env
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    run(
+        "train", "--data", f"tfds:{NAME}", "--val-data", f"tfds:{NAME}",
+        "--val-split", "test", "--text-column", "review",
+        "--label-column", "label", "--task", "classification",
+        "--rank", "2", "--max-steps", "2", "--sequence-length", "16",
+        "--batch-size", "8", "--out", str(out),
+    )  # fmt: skip
     assert (out / "adapter.safetensors").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_steps"] == 2
-    run = json.loads((out / "run.json").read_text())
-    assert run["labels"] == ["0", "1"]
+    spec = json.loads((out / "run.json").read_text())
+    assert spec["labels"] == ["0", "1"]
+    # `eval` reads the test split by default: the 16 validation rows.
+    evaluated = run("eval", "--adapter", str(out), "--data", f"tfds:{NAME}")
+    accuracy = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert accuracy == pytest.approx(metrics["validation"], abs=1e-6)
+    assert len(metrics["history"]["val_accuracy"]) == 1

@@ -153,6 +153,12 @@ def parser():
         "--val-data", help="validation file: metrics every epoch, and final"
     )
     train.add_argument(
+        "--split", default="train", help="split of a tfds:NAME --data"
+    )
+    train.add_argument(
+        "--val-split", default="test", help="split of a tfds:NAME --val-data"
+    )
+    train.add_argument(
         "--backbone",
         help="KerasHub preset folder, HuggingFace-format folder, or KerasHub "
         "preset name (needs network), of any family keras-adalink adapts "
@@ -174,7 +180,12 @@ def parser():
         formatter_class=formatter,
     )
     ev.add_argument("--adapter", required=True, help="a train --out folder")
-    ev.add_argument("--data", required=True, help="CSV, TSV or JSONL")
+    ev.add_argument(
+        "--data", required=True, help="CSV, TSV, JSONL or tfds:NAME"
+    )
+    ev.add_argument(
+        "--split", default="test", help="split of a tfds:NAME --data"
+    )
     ev.add_argument("--json", help="also write the metrics here")
     ev.add_argument(
         "--task",
@@ -196,7 +207,12 @@ def parser():
     )
     pr.add_argument("--adapter", required=True, help="a run folder")
     pr.add_argument("--text", nargs="+", help="one or more texts (or prompts)")
-    pr.add_argument("--data", help="a file with the text (prompt) column")
+    pr.add_argument(
+        "--data", help="a file (or tfds:NAME) with the text (prompt) column"
+    )
+    pr.add_argument(
+        "--split", default="test", help="split of a tfds:NAME --data"
+    )
     pr.add_argument("--task", help="task of a multi-task run")
     pr.add_argument(
         "--max-length",

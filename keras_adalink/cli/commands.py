@@ -25,7 +25,7 @@ def _lm_preprocessor(lm):
 
 def cmd_eval(args):
     run, model = load_run(args.adapter)
-    rows = read_rows(args.data)
+    rows = read_rows(args.data, args.split)
     if run.get("task") == "generation":
         result = generation.evaluate(
             model,
@@ -70,7 +70,7 @@ def cmd_predict(args):
 
     run, model = load_run(args.adapter)
     if args.data:
-        rows = read_rows(args.data)
+        rows = read_rows(args.data, args.split)
     elif args.text:
         key = run.get("prompt_column") or run.get("text_column")
         if "tasks" in run and args.task in run["tasks"]:

@@ -171,7 +171,7 @@ def _compile(model, task, learning_rate, steps, args):
 
 def _prepare(run, args, rows):
     """`(model to save, model to fit, data, validation, final metrics)`."""
-    val_rows = read_rows(args.val_data) if args.val_data else None
+    val_rows = args.val_data and read_rows(args.val_data, args.val_split)
     if run.get("task") == "generation":
         lm, _ = build(run)
         preprocessor, lm.preprocessor = lm.preprocessor, None
@@ -251,7 +251,7 @@ def _prepare(run, args, rows):
 def cmd_train(args):
     import keras_adalink
 
-    rows = read_rows(args.data)
+    rows = read_rows(args.data, args.split)
     run = run_spec(args, rows)
     keras.utils.set_random_seed(args.seed)
     model, trainer, data, validation, final = _prepare(run, args, rows)
@@ -265,7 +265,8 @@ def cmd_train(args):
     task = run.get("task") or run["tasks"][run["task_names"][0]]["task"]
     _compile(trainer, task, learning_rate, steps, args)
     os.makedirs(args.out, exist_ok=True)
-    flags = ("data", "val_data", "epochs", "batch_size", "max_steps", "seed")
+    flags = ("data", "split", "val_data", "val_split", "epochs", "batch_size")
+    flags += ("max_steps", "seed")
     expected = {
         "run": run,
         "learning_rate": learning_rate,
