@@ -24,6 +24,7 @@ import keras_hub  # noqa: E402
 import keras_adalink  # noqa: E402
 from keras_adalink import insertion_points  # noqa: E402
 from keras_adalink.distribution import _FAMILIES  # noqa: E402
+from keras_adalink.keras_cv_sites import KERAS_CV_EXCEPTIONS  # noqa: E402
 from tests import families  # noqa: E402
 
 PAGE = ROOT / "docs" / "coverage.md"
@@ -248,7 +249,8 @@ def render():
         "",
         'With the `cv` extra (`pip install "keras-adalink[cv]"`, which '
         "`make setup` installs), these KerasCV 0.9.0 backbones adapt before "
-        "their first block (patches and positions in, one module), with "
+        "their first block (patches and positions in, one module; CLIP one "
+        "module in each tower, as below), with "
         "identity at init, only the adapter trainable and both round trips "
         "tested on every backend (`tests/test_keras_cv.py`). KerasCV's "
         "models moved to KerasHub, which has ViTDet, MiT and CLIP too: "
@@ -261,6 +263,11 @@ def render():
     lines += [
         f"| `keras_cv.models.{name}` | `{block}` | test_keras_cv.py |"
         for name, block in KERAS_CV_SITES.items()
+    ]
+    lines += [
+        f"| `keras_cv.models.{name}` | {reason} (jax, tensorflow: KerasCV's "
+        "CLIP does not build on torch) | test_keras_cv.py |"
+        for name, (*_, reason) in KERAS_CV_EXCEPTIONS.items()
     ]
     lines += [
         f"| `keras_cv.models.{name}` | refused: {reason} | test_keras_cv.py |"

@@ -502,15 +502,8 @@ REFUSED = {
 
 
 # KerasCV models refused, by class name (KerasCV's ViTDet, VideoSwin and
-# MiT backbones adapt by the rule).
-KERAS_CV_REFUSED = {
-    "CLIP": (
-        "KerasCV's CLIP, whose image and text towers are subclassed models "
-        "(no graph to splice an adapter into without changing them); "
-        "KerasHub's `CLIPBackbone`, where KerasCV's CLIP moved, is adapted "
-        "with one module inside each tower"
-    ),
-}
+# MiT backbones adapt by the rule; its CLIP by keras_cv_sites).
+KERAS_CV_REFUSED = {}
 
 # Families adapted text-only: why their vision/audio paths are not mapped.
 TEXT_ONLY = {
@@ -548,7 +541,12 @@ def _points(backbone):
             f"keras_adalink does not adapt {type(backbone).__name__}: it is "
             f"{reason}. docs/coverage.md lists every KerasHub backbone."
         )
-    exception = _lookup(EXCEPTIONS, backbone)
+    if keras_cv:
+        from keras_adalink.keras_cv_sites import KERAS_CV_EXCEPTIONS
+
+        exception = KERAS_CV_EXCEPTIONS.get(type(backbone).__name__)
+    else:
+        exception = _lookup(EXCEPTIONS, backbone)
     if exception is not None:
         return exception[:2]
     if two_towers(backbone) is not None:

@@ -608,6 +608,68 @@ def _contrastive(model, batch):
     )
 
 
+def test_two_towers_of_different_widths(tmp_path):
+    """Real CLIP towers differ in width (768 vision, 512 text): the router
+    is built at the widest, each tower's module at its own width; identity
+    at init, each module moves its own tower only, both round trips."""
+    vision = M.CLIPVisionEncoder(
+        patch_size=4,
+        image_shape=(16, 16, 3),
+        hidden_dim=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_dim=32,
+    )
+    text = M.CLIPTextEncoder(
+        vocabulary_size=VOCAB,
+        embedding_dim=16,
+        hidden_dim=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_dim=32,
+        max_sequence_length=8,
+    )
+    backbone = M.CLIPBackbone(vision, text, projection_dim=8)
+    rng = np.random.default_rng(0)
+    x = {
+        "images": rng.uniform(size=(2, 16, 16, 3)).astype("float32"),
+        "token_ids": rng.integers(1, VOCAB, size=(2, 8)).astype("int32"),
+    }
+
+    def towers(model):
+        models = keras_adalink.tower_models(model)
+        return {
+            "image": to_numpy(models["image"]({"images": x["images"]})),
+            "text": to_numpy(models["text"]({"token_ids": x["token_ids"]})),
+        }
+
+    own = towers(backbone)
+    adapted = keras_adalink.adapt(backbone, rank=2)
+    assert adapted.adapter.adalink_down.shape == (2, 32, 2)
+    for key, value in towers(adapted).items():
+        np.testing.assert_allclose(value, own[key], atol=1e-5)
+    for index, key in enumerate(["image", "text"]):
+        randomize_router_module(adapted.adapter, index)
+        got = towers(adapted)
+        other = "text" if key == "image" else "image"
+        assert not np.allclose(got[key], own[key], atol=1e-4)
+        np.testing.assert_allclose(got[other], own[other], atol=1e-5)
+    randomize_adapter(adapted)
+    after = to_numpy(adapted(x))
+    keras_adalink.save_adapter(adapted, tmp_path / "a.safetensors")
+    fresh = keras_adalink.adapt(backbone, rank=2)
+    keras_adalink.load_adapter(fresh, tmp_path / "a.safetensors")
+    adapted.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    for model in (fresh, restored):
+        for key in after:
+            np.testing.assert_allclose(
+                to_numpy(model(x))[key], after[key], atol=1e-5
+            )
+    with pytest.raises(ValueError, match="ModalityRouter"):
+        keras_adalink.adapt(backbone, rank=2, num_tasks=2)
+
+
 @pytest.mark.parametrize("name", TWO_TOWER)
 def test_two_tower_modules_and_contrastive_fit(name):
     """One module per tower by default: the image module moves the image

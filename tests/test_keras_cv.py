@@ -13,6 +13,7 @@ import pytest
 import keras_adalink
 from keras_adalink.insertion_points import find_insertion_sites
 from tests.conftest import randomize_adapter
+from tests.conftest import randomize_router_module
 from tests.conftest import to_numpy
 
 keras_cv = pytest.importorskip(
@@ -106,7 +107,10 @@ def test_keras_cv_backbone_adapts(name, tmp_path):
     keras.backend.backend() == "torch",
     reason="KerasCV's CLIP does not build on torch (a '.' in a layer name)",
 )
-def test_keras_cv_clip_refused_pointing_to_keras_hub():
+def test_keras_cv_clip_one_module_in_each_tower(tmp_path):
+    """Towers of different widths (vision 64, text 16): a module each,
+    replayed inside the subclassed towers; identity at init, each module
+    moves its own tower only, both round trips."""
     clip = keras_cv.models.CLIP(
         embed_dim=16,
         image_resolution=32,
@@ -119,8 +123,56 @@ def test_keras_cv_clip_refused_pointing_to_keras_hub():
         transformer_heads=2,
         transformer_layers=1,
     )
-    with pytest.raises(ValueError, match="CLIPBackbone"):
-        keras_adalink.adapt(clip)
+    rng = np.random.default_rng(0)
+    mask = np.ones((2, 8), "int32")
+    mask[1, 5:] = 0
+    x = {
+        "images": rng.uniform(size=(2, 32, 32, 3)).astype("float32"),
+        "token_ids": rng.integers(1, 99, size=(2, 8)).astype("int32"),
+        "padding_mask": mask,
+    }
+
+    def towers(model):
+        image = model.get_layer("image_encoder_adapted")([x["images"]])
+        text = model.get_layer("text_encoder_adapted")(
+            [x["token_ids"], x["padding_mask"]]
+        )
+        return np.asarray(image), np.asarray(text)
+
+    own = (
+        np.asarray(clip.image_encoder(x["images"])),
+        np.asarray(clip.text_encoder(x["token_ids"], attention_mask=mask)),
+    )
+    before = _flat(clip(x))
+    adapted = keras_adalink.adapt(clip, rank=2)
+    assert adapted.adapter.modalities == ["image", "text"]
+    assert adapted.adapter.adalink_down.shape == (2, 64, 2)
+    for want, have in zip(before, _flat(adapted(x))):
+        np.testing.assert_allclose(have, want, atol=1e-5)
+    for want, have in zip(own, towers(adapted)):  # the replays = the towers
+        np.testing.assert_allclose(have, want, atol=1e-5)
+    assert [v.path for v in adapted.trainable_weights] == [
+        "adalink/adalink_down",
+        "adalink/adalink_up",
+    ]
+    for index, moved in [(0, 0), (1, 1)]:  # image module, then text module
+        randomize_router_module(adapted.adapter, index)
+        got = towers(adapted)
+        assert not np.allclose(got[moved], own[moved], atol=1e-4)
+        np.testing.assert_allclose(got[1 - moved], own[1 - moved], atol=1e-5)
+    randomize_adapter(adapted)
+    after = _flat(adapted(x))
+    keras_adalink.save_adapter(adapted, tmp_path / "a.safetensors")
+    fresh = keras_adalink.adapt(clip, rank=2)
+    keras_adalink.load_adapter(fresh, tmp_path / "a.safetensors")
+    for want, have in zip(after, _flat(fresh(x))):
+        np.testing.assert_allclose(have, want, atol=1e-5)
+    adapted.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    for want, have in zip(after, _flat(restored(x))):
+        np.testing.assert_allclose(have, want, atol=1e-5)
+    with pytest.raises(ValueError, match="widths \\[16, 64\\]"):
+        keras_adalink.adapt(clip, rank=2, num_tasks=2)
 
 
 def test_coverage_page_lists_these_sites():

@@ -126,10 +126,15 @@ class ModalityRouter(BaseAdaLink):
             # and audio embeddings are [batch, items, tokens, d]).
             index = 0 if self.unified else self.modalities.index(modality)
             down, up = self._kernels(inputs.dtype)
-            hidden = ops.matmul(inputs, down[index])
+            # A narrower modality (CLIP's text tower) uses the leading rows
+            # and columns: a module of its own width.
+            width = inputs.shape[-1]
+            self._check_width(width, fixed=True)
+            hidden = ops.matmul(inputs, down[index][:width])
             return self._finish(
-                inputs, hidden, "...r,rd->...d", up[index], training
+                inputs, hidden, "...r,rd->...d", up[index][:, :width], training
             )
+        self._check_width(inputs.shape[-1], fixed=False)
         if modality_ids is None:
             if self.layout is None:
                 raise ValueError(
@@ -156,6 +161,22 @@ class ModalityRouter(BaseAdaLink):
         return self._finish(
             inputs, hidden, "bnmr,mrd->bnd", up, training, route[..., None]
         )
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        # Inputs of a fixed modality may be narrower (`_check_width`).
+        self.input_spec = keras.InputSpec(min_ndim=2)
+
+    def _check_width(self, width, fixed):
+        built = self.adalink_down.shape[-2]
+        if width is not None and (
+            width > built or (width < built and not fixed)
+        ):
+            raise ValueError(
+                f"Layer '{self.name}' holds modules of width {built}; "
+                f"received inputs of width {width}. Narrower inputs are "
+                "taken only with a fixed `modality=`."
+            )
 
     def get_config(self):
         config = super().get_config()

@@ -54,6 +54,50 @@ def tower_model(site, adapter, extra, routing):
     return call
 
 
+def site_widths(backbone, inputs, sites):
+    """The embedding width each site hands the adapter, by a symbolic
+    replay with an identity in the adapter's place (CLIP's towers differ:
+    768 vision, 512 text)."""
+    widths = []
+
+    def record(x):
+        widths.append(x.shape[-1])
+        return x
+
+    by_layer = {id(site.layer): site for site in sites}
+
+    def call_function(layer, *args, **kwargs):
+        site = by_layer.get(id(layer))
+        if site is None:
+            return layer(*args, **kwargs)
+        return site.apply(layer, args, kwargs, record)
+
+    rerun_graph(backbone, inputs, call_function)
+    return widths
+
+
+def build_for_widths(adapter, backbone, inputs, sites):
+    """Builds a `ModalityRouter` at the widest site when sites differ.
+
+    Its module for a narrower modality uses the leading rows and columns
+    of the stacked weights (exactly a module of that width, zero-padded).
+    Other adapters need one width.
+    """
+    if adapter.built or len(sites) < 2:
+        return
+    widths = sorted(set(site_widths(backbone, inputs, sites)))
+    if len(widths) < 2:
+        return
+    if not isinstance(adapter, ModalityRouter):
+        raise ValueError(
+            f"{type(backbone).__name__}'s sites have embedding widths "
+            f"{widths}: a {type(adapter).__name__} holds modules of one "
+            "width. Use a ModalityRouter (the default for this model): one "
+            "module per modality, each at its own width."
+        )
+    adapter.build((None, None, widths[-1]))
+
+
 def deserialize_layers(config, keys):
     """`config` with the layers serialized under `keys` rebuilt."""
     config = dict(config)
@@ -141,6 +185,7 @@ class AdaLinkBackbone(Backbone):
                 inputs = {graph_inputs.name: graph_inputs}
             inputs = {**inputs, **extra}
 
+        build_for_widths(adapter, backbone, graph_inputs, sites)
         routing = Routing()
         calls = [site_calls(adapter, s, extra, routing) for s in sites]
         towers = {

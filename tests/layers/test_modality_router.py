@@ -81,6 +81,30 @@ def test_fixed_modality_is_that_module_at_any_rank(unified, shape):
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_narrower_modality_uses_leading_rows_and_columns():
+    """Built at the widest modality (64), a 16-wide text input goes through
+    `down[text][:16]` and `up[text][:, :16]`: a module of its own width.
+    Routing by ids needs the built width."""
+    router = ModalityRouter(["image", "text"], rank=2, dropout=0.0)
+    router.build((None, None, 64))
+    _randomize(router)
+    x = _x((3, 5, 16))
+    single = AdaLink(rank=2, dropout=0.0)
+    single(x)
+    single.adalink_down.assign(router.adalink_down[1][:16])
+    single.adalink_up.assign(router.adalink_up[1][:, :16])
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(router(x, modality="text")),
+        keras.ops.convert_to_numpy(single(x)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="width 64.*width 16"):
+        router(x, modality_ids=np.zeros((3, 5), "int32"))
+    with pytest.raises(ValueError, match="width 64.*width 80"):
+        router(_x((3, 5, 80)), modality="image")
+
+
 def test_unified_has_one_module():
     router = ModalityRouter(["image", "text"], rank=4, unified=True)
     router(_x(), modality_ids=np.zeros((3, 7), "int32"))
