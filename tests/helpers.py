@@ -51,3 +51,44 @@ def run_layer_checks(layer_cls, init_kwargs, inputs, call_kwargs=None):
     for b, a in zip(before, after):
         assert not np.array_equal(b, a), np.abs(b - a).max()
     return layer
+
+
+def check_round_trips(adapted, fresh, x, tmp_path):
+    """The adapter file (into `fresh`, adapted the same way) and the
+    `.keras` file both give back `adapted`'s outputs on `x`."""
+    import keras_adalink
+
+    def flat(outputs):
+        return [
+            np.asarray(keras.ops.convert_to_numpy(o))
+            for o in keras.tree.flatten(outputs)
+        ]
+
+    expected = flat(adapted(x))
+    keras_adalink.save_adapter(adapted, tmp_path / "a.safetensors")
+    keras_adalink.load_adapter(fresh, tmp_path / "a.safetensors")
+    adapted.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    for model in (fresh, restored):
+        for want, have in zip(expected, flat(model(x))):
+            np.testing.assert_allclose(have, want, atol=1e-5)
+
+
+def run_cli(*args, check=True, env=None):
+    """The installed `keras-adalink` console script in a subprocess, as a
+    user runs it (offline)."""
+    import os
+    import subprocess
+    import sys
+
+    cli = os.path.join(os.path.dirname(sys.executable), "keras-adalink")
+    result = subprocess.run(
+        [cli, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result

@@ -3,29 +3,15 @@
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 from keras_adalink import datasets
+from tests.helpers import run_cli
 
-CLI = os.path.join(os.path.dirname(sys.executable), "keras-adalink")
-
-
-def _run(*args, check=True):
-    result = subprocess.run(
-        [CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+_run = run_cli
 
 
 def _write_csv(path, n, split):

@@ -15,21 +15,11 @@ from safetensors.numpy import load_file
 
 from keras_adalink.cli.generation import causal_examples
 from tests import presets
+from tests.helpers import run_cli
 
 CLI = os.path.join(os.path.dirname(sys.executable), "keras-adalink")
 
-
-def _run(*args, check=True):
-    result = subprocess.run(
-        [CLI, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+_run = run_cli
 
 
 def _json_lines(result):

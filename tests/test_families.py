@@ -28,6 +28,7 @@ from tests.families import NOT_FOLDABLE
 from tests.families import VOCAB
 from tests.families import M
 from tests.families import build
+from tests.helpers import check_round_trips
 
 SEQ, PROMPT = 8, 3
 LM_TASKS = (keras_hub.models.CausalLM, keras_hub.models.Seq2SeqLM)
@@ -140,15 +141,8 @@ def test_adapts_at_both_points_identity_then_acts(family, tmp_path):
         names = [v.path for v in task.trainable_weights if "adalink" in v.path]
         assert names == ["adalink/adalink_down", "adalink/adalink_up"]
     # Adapter file and `.keras` round trips (the last, block_input, model).
-    keras_adalink.save_adapter(adapted, tmp_path / "a.safetensors")
     fresh = keras_adalink.adapt(backbone, rank=2, insertion="block_input")
-    keras_adalink.load_adapter(fresh, tmp_path / "a.safetensors")
-    for want, have in zip(after, _flat(fresh(x))):
-        np.testing.assert_allclose(have, want, atol=1e-5)
-    adapted.save(tmp_path / "m.keras")
-    restored = keras.saving.load_model(tmp_path / "m.keras")
-    for want, have in zip(after, _flat(restored(x))):
-        np.testing.assert_allclose(have, want, atol=1e-5)
+    check_round_trips(adapted, fresh, x, tmp_path)
 
 
 def _fit_setup(adapted):
@@ -655,17 +649,9 @@ def test_two_towers_of_different_widths(tmp_path):
         assert not np.allclose(got[key], own[key], atol=1e-4)
         np.testing.assert_allclose(got[other], own[other], atol=1e-5)
     randomize_adapter(adapted)
-    after = to_numpy(adapted(x))
-    keras_adalink.save_adapter(adapted, tmp_path / "a.safetensors")
-    fresh = keras_adalink.adapt(backbone, rank=2)
-    keras_adalink.load_adapter(fresh, tmp_path / "a.safetensors")
-    adapted.save(tmp_path / "m.keras")
-    restored = keras.saving.load_model(tmp_path / "m.keras")
-    for model in (fresh, restored):
-        for key in after:
-            np.testing.assert_allclose(
-                to_numpy(model(x))[key], after[key], atol=1e-5
-            )
+    check_round_trips(
+        adapted, keras_adalink.adapt(backbone, rank=2), x, tmp_path
+    )
     with pytest.raises(ValueError, match="ModalityRouter"):
         keras_adalink.adapt(backbone, rank=2, num_tasks=2)
 

@@ -15,6 +15,7 @@ from keras_adalink.insertion_points import find_insertion_sites
 from tests.conftest import randomize_adapter
 from tests.conftest import randomize_router_module
 from tests.conftest import to_numpy
+from tests.helpers import check_round_trips
 
 keras_cv = pytest.importorskip(
     "keras_cv", reason='keras-cv absent: pip install "keras-adalink[cv]"'
@@ -92,15 +93,8 @@ def test_keras_cv_backbone_adapts(name, tmp_path):
     randomize_adapter(adapted)
     after = _flat(adapted(x))
     assert not np.allclose(after[0], before[0], atol=1e-4)
-    keras_adalink.save_adapter(adapted, tmp_path / "a.safetensors")
     fresh = keras_adalink.adapt(backbone, rank=2)
-    keras_adalink.load_adapter(fresh, tmp_path / "a.safetensors")
-    for want, have in zip(after, _flat(fresh(x))):
-        np.testing.assert_allclose(have, want, atol=1e-5)
-    adapted.save(tmp_path / "m.keras")
-    restored = keras.saving.load_model(tmp_path / "m.keras")
-    for want, have in zip(after, _flat(restored(x))):
-        np.testing.assert_allclose(have, want, atol=1e-5)
+    check_round_trips(adapted, fresh, x, tmp_path)
 
 
 @pytest.mark.skipif(
@@ -161,16 +155,7 @@ def test_keras_cv_clip_one_module_in_each_tower(tmp_path):
         assert not np.allclose(got[moved], own[moved], atol=1e-4)
         np.testing.assert_allclose(got[1 - moved], own[1 - moved], atol=1e-5)
     randomize_adapter(adapted)
-    after = _flat(adapted(x))
-    keras_adalink.save_adapter(adapted, tmp_path / "a.safetensors")
-    fresh = keras_adalink.adapt(clip, rank=2)
-    keras_adalink.load_adapter(fresh, tmp_path / "a.safetensors")
-    for want, have in zip(after, _flat(fresh(x))):
-        np.testing.assert_allclose(have, want, atol=1e-5)
-    adapted.save(tmp_path / "m.keras")
-    restored = keras.saving.load_model(tmp_path / "m.keras")
-    for want, have in zip(after, _flat(restored(x))):
-        np.testing.assert_allclose(have, want, atol=1e-5)
+    check_round_trips(adapted, keras_adalink.adapt(clip, rank=2), x, tmp_path)
     with pytest.raises(ValueError, match="widths \\[16, 64\\]"):
         keras_adalink.adapt(clip, rank=2, num_tasks=2)
 
