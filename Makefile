@@ -46,7 +46,7 @@ test: $(STAMP)
 	@for b in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$b ==="; \
 		if [ $$b = jax ]; then only=""; else only="not end_to_end"; fi; \
-		HF_HUB_OFFLINE=1 KERAS_BACKEND=$$b $(PY) -m pytest -q -n $(WORKERS) -m "$$only" $(PYTEST_ARGS) || exit 1; \
+		HF_HUB_OFFLINE=1 KERAS_BACKEND=$$b $(PY) -m pytest -q -n $(WORKERS) --durations=30 -m "$$only" $(PYTEST_ARGS) || exit 1; \
 	done
 
 test-fast: $(STAMP)
