@@ -58,6 +58,7 @@ lint: $(STAMP)
 
 # The docs site (mkdocs.yml), strict: any broken reference fails the build.
 docs: $(STAMP)
+	$(PY) docs/make_architecture.py
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
 # The built site in headless Chromium: screenshots of the home page, a

@@ -3,11 +3,11 @@ import numpy as np
 from keras_hub.models import Backbone
 from keras_hub.models import Task
 
-from keras_adalink.insertion_points import default_modalities
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models import AdaLinkBackbone
+from keras_adalink.sites import default_modalities
 from keras_adalink.validation import checked_entry_points
 
 

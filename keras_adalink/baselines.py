@@ -17,7 +17,7 @@ compares all of them on the same data.
 import keras
 from keras_hub.models import Backbone
 
-from keras_adalink.insertion_points import rerun_graph
+from keras_adalink import graph
 from keras_adalink.models.ada_link_backbone import deserialize_layers
 
 _LORA_TARGETS = {
@@ -208,7 +208,7 @@ class PromptTuningBackbone(Backbone):
             ),
             backbone.input,
         )
-        outputs = rerun_graph(backbone, inputs, call_function)
+        outputs = graph.replay(backbone, inputs, call_function)
         kwargs.setdefault("dtype", backbone.dtype_policy)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.backbone = backbone

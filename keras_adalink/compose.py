@@ -14,18 +14,18 @@ import keras
 import numpy as np
 from keras_hub.models import Task
 
+from keras_adalink import graph
 from keras_adalink.adapt import reattach
 from keras_adalink.adapt import rebuild_task
 from keras_adalink.adapter_file import differences
 from keras_adalink.adapter_file import find_adalink_backbone
-from keras_adalink.insertion_points import rerun_graph
+from keras_adalink.compose_sources import default_name
+from keras_adalink.compose_sources import from_file
+from keras_adalink.compose_sources import from_model
+from keras_adalink.compose_sources import head_layer
 from keras_adalink.layers import TaskHeads
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models import AdaLinkBackbone
-from keras_adalink.models.compose_sources import default_name
-from keras_adalink.models.compose_sources import from_file
-from keras_adalink.models.compose_sources import from_model
-from keras_adalink.models.compose_sources import head_layer
 
 
 def _check_same(template, source):
@@ -272,9 +272,8 @@ def _rewire(template, adalink_backbone, composed, heads):
             return made["outputs"]
         return layer(*args, **kwargs)
 
-    # The private graph replay is isolated in AdaLinkBackbone's helper; the
-    # head (the template's only output, checked) gives the dict outputs.
-    rerun_graph(template, graph_inputs, call_function)
+    # The head (the template's only output, checked) gives the dict outputs.
+    graph.replay(template, graph_inputs, call_function)
     return keras.Model(
         {**graph_inputs, "task_id": task_id}, made["outputs"], name="composed"
     )

@@ -19,122 +19,18 @@ so no backbone pattern can match an adapter path, the trap of keras#19496;
 the tests check the layout of every variable.
 """
 
+import functools
 import warnings
 
 import keras
 from keras_hub.models import Backbone
 
 from keras_adalink.models.walk import first_nested
+from keras_adalink.sites.families import FAMILIES
+from keras_adalink.sites.families import entry_class
+from keras_adalink.sites.layouts import keras_hub_map
 
 ADAPTER_KEY = "(.*/)?adalink_(down|up)"
-
-
-def _bert_family(model, data):
-    block = "transformer_layer_\\d+"
-    return {
-        # Bert/Electra: a plain lookup; RoBERTa, DistilBERT: inside the
-        # token-and-position embedding layer.
-        "([a-z_]*embeddings?/)?token_embedding/embeddings": (None, model),
-        f"{block}/self_attention_layer/(query|key|value)/kernel": (
-            None,
-            model,
-            None,
-        ),
-        f"{block}/self_attention_layer/(query|key|value)/bias": (model, None),
-        f"{block}/self_attention_layer/attention_output/kernel": (
-            model,
-            None,
-            None,
-        ),
-        f"{block}/feedforward_intermediate_dense/kernel": (None, model),
-        f"{block}/feedforward_intermediate_dense/bias": (model,),
-        f"{block}/feedforward_output_dense/kernel": (model, None),
-    }
-
-
-def _t5(model, data):
-    block = "transformer_(encoder|decoder)_layer_\\d+"
-    attention = f"{block}/(self|cross)_attention"
-    return {
-        "token_embedding/embeddings": (None, model),
-        f"{attention}/(query|key|value)_projector/kernel": (None, model),
-        f"{attention}/output_projector/kernel": (model, None),
-        f"{block}/(input|gate)_projector/kernel": (None, model),
-        f"{block}/output_projector/kernel": (model, None),
-    }
-
-
-def _vit(model, data):
-    block = "vit_encoder/transformer_block_\\d+"
-    return {
-        f"{block}/mha/(query|key|value)/kernel": (None, model, None),
-        f"{block}/mha/(query|key|value)/bias": (model, None),
-        f"{block}/mha/attention_output/kernel": (model, None, None),
-        f"{block}/mlp/dense_1/kernel": (None, model),
-        f"{block}/mlp/dense_1/bias": (model,),
-        f"{block}/mlp/dense_2/kernel": (model, None),
-    }
-
-
-def _two_tower(model, data):
-    # CLIP, SigLIP, MetaCLIP 2: both towers' blocks share one naming (the
-    # two towers' paths are the same), their projections stay replicated.
-    block = "encoder_block_\\d+"
-    attention = f"{block}/(attention|self_attn)"
-    return {
-        "embedding/token_embedding/embeddings": (None, model),
-        f"{attention}/(query|key|value)/kernel": (None, model, None),
-        f"{attention}/(query|key|value)/bias": (model, None),
-        f"{attention}/attention_output/kernel": (model, None, None),
-        f"{block}/(dense_1|mlp/fc1)/kernel": (None, model),
-        f"{block}/(dense_1|mlp/fc1)/bias": (model,),
-        f"{block}/(dense_2|mlp/fc2)/kernel": (model, None),
-    }
-
-
-def _pali_gemma(model, data):
-    # The text decoder is Gemma's (same layer names); the SigLIP tower
-    # is split like any encoder.
-    block = "image_encoder/encoder_block_\\d+"
-    keys = _keras_hub_map("GemmaBackbone", model, data)
-    keys.update(
-        {
-            f"{block}/multi_head_attention/(query|key|value)_proj/kernel": (
-                None,
-                model,
-            ),
-            f"{block}/multi_head_attention/out_proj/kernel": (model, None),
-            f"{block}/mlp_dense_1/kernel": (None, model),
-            f"{block}/mlp_dense_2/kernel": (model, None),
-        }
-    )
-    return keys
-
-
-def _keras_hub_map(class_name, model, data):
-    import keras_hub
-
-    # KerasHub's maps take only a mesh; read their keys off a 1-device one.
-    mesh = keras.distribution.DeviceMesh((1, 1), [data, model], ["cpu:0"])
-    base = getattr(keras_hub.models, class_name).get_layout_map(
-        mesh, model_parallel_dim_name=model, data_parallel_dim_name=data
-    )
-    return {key: tuple(base[key].axes) for key in base}
-
-
-_FAMILIES = {
-    "BertBackbone": _bert_family,
-    "RobertaBackbone": _bert_family,
-    "XLMRobertaBackbone": _bert_family,
-    "DistilBertBackbone": _bert_family,
-    "ElectraBackbone": _bert_family,
-    "T5Backbone": _t5,
-    "ViTBackbone": _vit,
-    "PaliGemmaBackbone": _pali_gemma,
-    "CLIPBackbone": _two_tower,
-    "SigLIPBackbone": _two_tower,
-    "MetaCLIP2Backbone": _two_tower,
-}
 
 
 def _backbone_class(model):
@@ -157,12 +53,25 @@ def _backbone_class(model):
     return type(found)
 
 
-def _rules(cls, model_dim, data_dim):
+def layout_source(cls):
+    """`(rule, "keras_adalink's" | "KerasHub's")` for backbone class `cls`,
+    the nearer in its class hierarchy; `(None, None)` where neither has one.
+    """
+    ours = entry_class(cls, lambda entry: entry.layout is not None)
     for klass in cls.__mro__:
-        if klass.__name__ in _FAMILIES:
-            return _FAMILIES[klass.__name__](model_dim, data_dim)
+        if klass is ours:
+            return FAMILIES[klass.__name__].layout, "keras_adalink's"
         if "get_layout_map" in vars(klass) and klass is not Backbone:
-            return _keras_hub_map(klass.__name__, model_dim, data_dim)
+            return functools.partial(
+                keras_hub_map, klass.__name__
+            ), "KerasHub's"
+    return None, None
+
+
+def _rules(cls, model_dim, data_dim):
+    rule, _ = layout_source(cls)
+    if rule is not None:
+        return rule(model_dim, data_dim)
     raise ValueError(
         f"No model-parallel layout is known for {cls.__name__}. Use "
         "`keras.distribution.DataParallel` (the adapter and the frozen "

@@ -5,7 +5,9 @@ import warnings
 
 import keras
 
+from keras_adalink import graph
 from keras_adalink.models.walk import first_nested
+from keras_adalink.sites import two_towers
 
 
 def _symbol(name, axis):
@@ -64,14 +66,13 @@ def tower_models(model):
     >>> towers = keras_adalink.tower_models(adapted_clip)
     >>> image_embeddings = towers["image"].predict(images)
     """
-    from keras_adalink.insertion_points import two_towers
-
     backbone = getattr(model, "backbone", model)
     if not isinstance(backbone, keras.Model) or two_towers(backbone) is None:
         return None
     # The contrastive head takes (image embeddings, text embeddings).
-    head, node_index, _ = model.outputs[0]._keras_history
-    image, text = head._inbound_nodes[node_index].arguments.args[:2]
+    head, index = graph.producer(model.outputs[0])
+    _, args, _ = graph.calls(head)[index]
+    image, text = args[:2]
     inputs = model.input
     return {
         "image": keras.Model(

@@ -13,11 +13,12 @@ import keras
 import keras_hub
 import numpy as np
 
+from keras_adalink import graph
 from keras_adalink.adapt import rebuild_task
 from keras_adalink.adapter_file import find_adalink_backbone
-from keras_adalink.insertion_points import find_insertion_sites
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import TaskRouter
+from keras_adalink.sites import find_insertion_sites
 
 # Tasks whose outputs go through the (possibly tied) reverse projection.
 _LM_TASKS = tuple(
@@ -92,8 +93,7 @@ def _untie_in_place(embedding):
     GPT-2): the layer's `call(reverse=True)` then uses `reverse_embeddings`,
     exactly as a layer built with `tie_weights=False` would.
     """
-    embedding._tracker.unlock()
-    try:
+    with graph.unlocked(embedding):
         embedding.tie_weights = False
         embedding.reverse_embeddings = embedding.add_weight(
             shape=(embedding.output_dim, embedding.input_dim),
@@ -101,8 +101,6 @@ def _untie_in_place(embedding):
             name="reverse_embeddings",
             trainable=embedding.embeddings.trainable,
         )
-    finally:
-        embedding._tracker.lock()
 
     def refuse_save(store):
         # A `.keras` or weights file of this model would reload as tied

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import keras_adalink
-from keras_adalink.insertion_points import find_insertion_sites
+from keras_adalink.sites import find_insertion_sites
 from tests.conftest import randomize_adapter
 from tests.conftest import randomize_router_module
 from tests.conftest import to_numpy

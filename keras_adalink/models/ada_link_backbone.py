@@ -3,20 +3,15 @@ import contextlib
 import keras
 from keras_hub.models import Backbone
 
-from keras_adalink.insertion_points import default_insertion
-from keras_adalink.insertion_points import find_insertion_sites
-from keras_adalink.insertion_points import rerun_graph
+from keras_adalink import graph
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models.adapted_call import AdaptedCall
 from keras_adalink.models.adapted_call import Routing
 from keras_adalink.models.adapted_call import site_calls
+from keras_adalink.sites import default_insertion
+from keras_adalink.sites import find_insertion_sites
 from keras_adalink.validation import check_inputs
-
-# Private backbone layers that KerasHub tasks call directly.
-_PRIVATE_LAYERS_TASKS_CALL = (
-    "_compute_mask_layer",  # MoonshineAudioToText.call_encoder
-)
 
 
 def _like(tensor, name=None):
@@ -72,7 +67,7 @@ def site_widths(backbone, inputs, sites):
             return layer(*args, **kwargs)
         return site.apply(layer, args, kwargs, record)
 
-    rerun_graph(backbone, inputs, call_function)
+    graph.replay(backbone, inputs, call_function)
     return widths
 
 
@@ -126,7 +121,7 @@ class AdaLinkBackbone(Backbone):
             are named `adalink_down` / `adalink_up`, so their paths contain
             `adalink` whatever the layer is called.
         insertion: str. `"token_embedding"` or `"block_input"`; see
-            `keras_adalink.insertion_points`. Defaults to `None`: the
+            `keras_adalink.sites`. Defaults to `None`: the
             family's default (`"token_embedding"` for text models,
             `"block_input"` for ViT).
         **kwargs: other `keras_hub.models.Backbone` arguments.
@@ -206,7 +201,7 @@ class AdaLinkBackbone(Backbone):
                 return towers[i](*args, **kwargs)
             return sites[i].apply(graph_layer, args, kwargs, calls[i][0])
 
-        outputs = rerun_graph(backbone, graph_inputs, call_function)
+        outputs = graph.replay(backbone, graph_inputs, call_function)
         if pending:
             names = [sites[i].layer.name for i in sorted(pending)]
             raise ValueError(
@@ -266,7 +261,7 @@ class AdaLinkBackbone(Backbone):
             if key.startswith("__") or hasattr(self, key):
                 continue
             if key.startswith("_"):
-                if key in _PRIVATE_LAYERS_TASKS_CALL:
+                if key in graph.TASK_CALLED_PRIVATE_LAYERS:
                     object.__setattr__(self, key, swap(value))
                 continue
             if isinstance(value, (list, tuple)):

@@ -19,7 +19,7 @@ first text block (`block_input`).
 import keras
 from keras import ops
 
-from keras_adalink.insertion_points import Site
+from keras_adalink.sites.site import Site
 
 
 def _replay(tower, inputs, body):
@@ -93,15 +93,3 @@ def clip_sites(insertion):
         ]
 
     return sites
-
-
-# KerasCV models that need more than the graph rule, with the reason.
-KERAS_CV_EXCEPTIONS = {
-    "CLIP": (
-        clip_sites("token_embedding"),
-        clip_sites("block_input"),
-        "its towers are subclassed layers: each is replayed with its module "
-        "inside (image: before the first vision block; text: after the token "
-        "lookup, or before the first text block)",
-    ),
-}

@@ -11,6 +11,7 @@ import os
 import keras
 import numpy as np
 
+from keras_adalink import graph
 from keras_adalink.adapter_file import adapter_variables
 from keras_adalink.adapter_file import backbone_fingerprint
 from keras_adalink.adapter_file import find_adalink_backbone
@@ -56,8 +57,8 @@ def head_layer(model, adalink_backbone):
     if not extra:
         return None
     outputs = keras.tree.flatten(getattr(model, "outputs", None) or [])
-    producers = {id(t._keras_history.operation) for t in outputs}
-    head = outputs[0]._keras_history.operation if outputs else None
+    producers = {id(graph.producer(t)[0]) for t in outputs}
+    head = graph.producer(outputs[0])[0] if outputs else None
     if len(producers) != 1 or not isinstance(
         head, (keras.layers.Dense, TaskHeads)
     ):

@@ -1,0 +1,92 @@
+"""The one module that touches private Keras and KerasHub API.
+
+keras_adalink reads and replays functional graphs, which Keras offers no
+public API for. Every private name it relies on is used here once, listed
+in `PRIVATE_API` with the version it was checked against, and
+tests/test_graph.py fails naming the symbol when an upgrade removes one;
+tests/test_architecture.py fails when private API is reached from any
+other module. Checked against Keras 3.15.1 and KerasHub 0.32.0.
+"""
+
+import contextlib
+
+# (owner, private name, what it is used for). The owner is the class that
+# defines the name or assigns it (`.name = ...`), as a dotted path.
+PRIVATE_API = (
+    (
+        "keras.src.ops.function.Function",
+        "_run_through_graph",
+        "replay a functional graph through its own layers (`replay`)",
+    ),
+    (
+        "keras.src.ops.operation.Operation",
+        "_inbound_nodes",
+        "the graph calls of a layer (`calls`)",
+    ),
+    (
+        "keras.src.ops.node.Node",  # Sets it on each output KerasTensor.
+        "_keras_history",
+        "the layer call that made a symbolic tensor (`producer`)",
+    ),
+    (
+        "keras.src.layers.layer.Layer",
+        "_tracker",
+        "add a weight to a built layer (`unlocked`)",
+    ),
+    (
+        "keras_hub.src.models.moonshine.moonshine_backbone.MoonshineBackbone",
+        "_compute_mask_layer",
+        "a private backbone layer a KerasHub task calls directly "
+        "(`TASK_CALLED_PRIVATE_LAYERS`)",
+    ),
+)
+
+# Private backbone layers that KerasHub tasks call directly (by attribute),
+# so an adapted backbone must expose them too.
+TASK_CALLED_PRIVATE_LAYERS = (
+    "_compute_mask_layer",  # MoonshineAudioToText.call_encoder
+)
+
+
+def replay(model, inputs, call_function):
+    """Replays `model`'s functional graph on `inputs` through its own layers.
+
+    `call_function(layer, *args, **kwargs)` makes each call. Public
+    `keras.models.clone_model(call_function=...)` does the same replay but
+    then wraps the result in a Functional over the model's inputs only,
+    which fails once the adapter reads an extra input (`task_id`).
+    """
+    return model._run_through_graph(
+        inputs, operation_fn=lambda layer: layer, call_fn=call_function
+    )
+
+
+def calls(layer):
+    """`layer`'s calls in the graphs it belongs to, in order.
+
+    Each as `(argument_tensors, args, outputs)`: every symbolic tensor the
+    call read (flattened), its positional arguments, and its outputs.
+    """
+    found = []
+    for node in layer._inbound_nodes:
+        arguments = node.arguments
+        tensors = list(arguments.keras_tensors) if arguments else []
+        args = tuple(arguments.args) if arguments else ()
+        found.append((tensors, args, node.outputs))
+    return found
+
+
+def producer(tensor):
+    """`(layer, call_index)`: the layer call that produced `tensor`."""
+    operation, node_index, _ = tensor._keras_history
+    return operation, node_index
+
+
+@contextlib.contextmanager
+def unlocked(layer):
+    """Lets `add_weight` add a weight to a built layer in this block."""
+    layer._tracker.unlock()
+    try:
+        yield layer
+    finally:
+        layer._tracker.lock()

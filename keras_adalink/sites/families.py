@@ -1,0 +1,316 @@
+"""What keras_adalink knows of backbone families beyond the rule.
+
+One table, `FAMILIES`, keyed by class name and looked up through the class
+hierarchy (`Llama3Backbone` finds `LlamaBackbone`'s entry), the first match
+winning. A family absent from it is adapted by the rule (`rule.py`) alone,
+so families added to KerasHub later are adapted too. Each entry says one
+thing with its one-line reason: sites of its own, adapted text-only,
+refused, or (for `get_layout_map`) a model-parallel layout rule.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+from keras_adalink.sites import keras_cv
+from keras_adalink.sites import layouts
+from keras_adalink.sites.rule import block_input_sites
+from keras_adalink.sites.rule import token_embedding_sites
+from keras_adalink.sites.site import after_layer
+from keras_adalink.sites.site import before_layer
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One entry of the family table.
+
+    Args:
+        why: str. The reason for the entry, one line ("" for layout only).
+        token_embedding: `sites(backbone)` for `insertion="token_embedding"`
+            where the rule will not do; `None`: the rule's.
+        block_input: the same for `insertion="block_input"`.
+        refused: bool. No place for the method: `adapt()` raises `why`.
+        text_only: bool. Adapted text-only; built with a vision or audio
+            encoder it is refused with `why`.
+        layout: `rule(model_axis, data_axis)` of `layouts.py`, for
+            families without a KerasHub layout map.
+        subclasses: bool. Whether subclasses inherit the entry. Defaults to
+            `True`; `False` for a base class that is refused while some of
+            its subclasses adapt.
+    """
+
+    why: str = ""
+    token_embedding: Callable | None = None
+    block_input: Callable | None = None
+    refused: bool = False
+    text_only: bool = False
+    layout: Callable | None = None
+    subclasses: bool = True
+
+    @property
+    def has_sites(self):
+        return self.token_embedding is not None or self.block_input is not None
+
+
+def lookup(cls, where=None):
+    """The `Family` entry of backbone class `cls` (None: the rule alone).
+
+    With `where(entry)`, the first entry up the hierarchy it accepts; the
+    class that holds it is `entry_class(cls, where)`.
+    """
+    klass = entry_class(cls, where)
+    return None if klass is None else FAMILIES[klass.__name__]
+
+
+def entry_class(cls, where=None):
+    """The class in `cls`'s hierarchy whose entry `lookup` returns."""
+    for klass in cls.__mro__:
+        entry = FAMILIES.get(klass.__name__)
+        if entry is None or not (klass is cls or entry.subclasses):
+            continue
+        if where is None or where(entry):
+            return klass
+    return None
+
+
+# --- Sites of the families the rule alone would get wrong. ---
+
+
+def _image_and_text(backbone):
+    # PaliGemma's `vit_encoder`, Gemma3's and Gemma4's `vision_encoder`
+    # (None when the model is text-only), Gemma4's `audio_encoder`: image
+    # and audio embeddings already at the LM width, merged into the text
+    # sequence after both lookups.
+    vision = getattr(backbone, "vit_encoder", None) or getattr(
+        backbone, "vision_encoder", None
+    )
+    audio = getattr(backbone, "audio_encoder", None)
+    sites = [after_layer(vision, "image")] if vision is not None else []
+    if audio is not None:
+        sites.append(after_layer(audio, "audio"))
+    return [*sites, after_layer(backbone.token_embedding, modality="text")]
+
+
+def _audio_and_text_tokens(backbone):
+    # Whisper, Moonshine: audio frames after the convolutional front end
+    # and positions (the first encoder block's input); text tokens at the
+    # decoder's token lookup.
+    audio = block_input_sites(backbone)[0]
+    (text,) = token_embedding_sites(backbone)
+    return [audio.replace(modality="audio"), text.replace(modality="text")]
+
+
+def _audio_and_text_blocks(backbone):
+    audio, text = block_input_sites(backbone)
+    return [
+        audio.replace(modality="audio"),
+        text.replace(modality="text", optional=False),
+    ]
+
+
+def _video_and_text(insertion):
+    # VideoPrism: video patches (with positions) before the spatial
+    # encoder; the text tower's tokens where the model has one.
+    def sites(backbone):
+        # Rows are frames (`[batch * frames, patches, d]`), not examples.
+        video = before_layer(backbone.spatial_encoder, "video").replace(
+            per_example=False
+        )
+        if getattr(backbone, "text_encoder", None) is None:
+            if insertion == "token_embedding":
+                raise ValueError(
+                    "VideoPrismBackbone without text has no single layer "
+                    "that looks `token_ids` up; use insertion='block_input'."
+                )
+            return [video]
+        if insertion == "token_embedding":
+            text = after_layer(backbone.text_embedding, "text")
+        else:
+            text = before_layer(backbone.text_encoder, "text")
+        return [video, text]
+
+    return sites
+
+
+_IMAGE_AND_TEXT = dict(
+    token_embedding=_image_and_text, block_input=block_input_sites
+)
+_AUDIO_AND_TEXT = Family(
+    "audio frames and text tokens each get a site, tagged for a "
+    "ModalityRouter; the rule alone would adapt the text side only",
+    _audio_and_text_tokens,
+    _audio_and_text_blocks,
+)
+_CONVOLUTIONAL = Family(
+    "a convolutional image model: no token sequence enters a stack of "
+    "blocks, so there is no embedding/block boundary to adapt",
+    refused=True,
+)
+_CONVOLUTIONAL_HEAD = Family(
+    "a detection or segmentation head over a convolutional image encoder: "
+    "no token sequence enters a stack of transformer blocks",
+    refused=True,
+)
+_DIFFUSION = Family(
+    "a diffusion transformer whose joint blocks take text-context tokens "
+    "and image-latent patch tokens side by side; a site per stream before "
+    "the first joint block is not built and tested yet",
+    refused=True,
+)
+_BERT_LAYOUT = Family(layout=layouts.bert_family)
+_TWO_TOWER_LAYOUT = Family(layout=layouts.two_tower)
+
+FAMILIES = {
+    # Sites of their own.
+    "PaliGemmaBackbone": Family(
+        "two sites: image embeddings (vision encoder output at the LM "
+        "width) and text tokens, each tagged for a ModalityRouter",
+        **_IMAGE_AND_TEXT,
+        layout=layouts.pali_gemma,
+    ),
+    "Gemma3Backbone": Family(
+        "as PaliGemma: image embeddings are scattered into the text "
+        "sequence after both lookups",
+        **_IMAGE_AND_TEXT,
+    ),
+    "Gemma4Backbone": Family(
+        "as PaliGemma, with audio: image and audio embeddings (each "
+        "encoder's output, at the LM width) are scaled and interleaved "
+        "into the text after the token lookup",
+        **_IMAGE_AND_TEXT,
+    ),
+    "WhisperBackbone": _AUDIO_AND_TEXT,
+    "MoonshineBackbone": _AUDIO_AND_TEXT,
+    "VideoPrismBackbone": Family(
+        "video patches enter a spatial encoder, then a temporal one: the "
+        "site is the spatial encoder's input; the text tower, if any, gets "
+        "its own",
+        _video_and_text("token_embedding"),
+        _video_and_text("block_input"),
+    ),
+    "T5Backbone": Family(
+        "one table for both stacks and an embedding stage that is only "
+        "lookup + dropout: both points are the first encoder block",
+        block_input_sites,
+        block_input_sites,
+        layout=layouts.t5,
+    ),
+    # KerasCV (the `cv` extra).
+    "CLIP": Family(
+        "KerasCV's CLIP: its towers are subclassed layers, each replayed "
+        "with its module inside (image: before the first vision block; "
+        "text: after the token lookup, or before the first text block)",
+        keras_cv.clip_sites("token_embedding"),
+        keras_cv.clip_sites("block_input"),
+    ),
+    # Adapted text-only.
+    "Qwen3_5Backbone": Family(
+        "KerasHub's own generate() with images fails on jax (its vision "
+        "encoder reads `image_grid_thw` as numpy inside the jitted "
+        "function), and the backbone fills empty image inputs in an "
+        "overridden `__call__` that a rebuilt graph cannot carry",
+        text_only=True,
+    ),
+    "T5Gemma2Backbone": Family(
+        "its image embeddings join the encoder's tokens after the "
+        "end-of-image embedding ops; a site after its vision encoder would "
+        "fit, beside the encoder and decoder tables, but is not built and "
+        "tested yet",
+        text_only=True,
+    ),
+    # Layout rules only (sites by the rule).
+    "BertBackbone": _BERT_LAYOUT,
+    "RobertaBackbone": _BERT_LAYOUT,
+    "XLMRobertaBackbone": _BERT_LAYOUT,
+    "DistilBertBackbone": _BERT_LAYOUT,
+    "ElectraBackbone": _BERT_LAYOUT,
+    "ViTBackbone": Family(layout=layouts.vit),
+    "CLIPBackbone": _TWO_TOWER_LAYOUT,
+    "SigLIPBackbone": _TWO_TOWER_LAYOUT,
+    "MetaCLIP2Backbone": _TWO_TOWER_LAYOUT,
+    # Refused.
+    **dict.fromkeys(
+        [
+            "CSPNetBackbone",
+            "DenseNetBackbone",
+            "EfficientNetBackbone",
+            "HGNetV2Backbone",
+            "MobileNetBackbone",
+            "MobileNetV5Backbone",
+            "ResNetBackbone",
+            "VGGBackbone",
+            "XceptionBackbone",
+        ],
+        _CONVOLUTIONAL,
+    ),
+    "FeaturePyramidBackbone": Family(
+        "the base class of multi-scale image backbones; its subclasses are "
+        "adapted (DINOv2, DINOv3, MiT) or refused (ResNet...) one by one",
+        refused=True,
+        subclasses=False,
+    ),
+    **dict.fromkeys(
+        ["BASNetBackbone", "DeepLabV3Backbone", "RetinaNetBackbone"],
+        _CONVOLUTIONAL_HEAD,
+    ),
+    "StableDiffusion3Backbone": _DIFFUSION,
+    "FluxBackbone": _DIFFUSION,
+    "SAMBackbone": Family(
+        "segment-anything: a ViT image encoder, a prompt encoder and a "
+        "two-way mask decoder; sites for its image-patch and prompt tokens "
+        "are not built and tested yet",
+        refused=True,
+    ),
+    "SAM3PromptableConceptBackbone": Family(
+        "vision and text encoders and a DETR-style decoder; a site per "
+        "stream is not built and tested yet",
+        refused=True,
+    ),
+    "DepthAnythingBackbone": Family(
+        "a DINOv2 encoder (adapted on its own) under a DPT depth head; the "
+        "site inside its encoder is not built and tested yet",
+        refused=True,
+    ),
+    "DFineBackbone": Family(
+        "a detection transformer: a transformer encoder over flattened CNN "
+        "features and a query decoder; a site for its encoder tokens is "
+        "not built and tested yet",
+        refused=True,
+    ),
+    "BLIP2Backbone": Family(
+        "a vision encoder, a Q-Former and a language model, three nested "
+        "models whose image tokens reach the LM width only inside the "
+        "language model's graph, and whose generate() rebuilds that path "
+        "from attributes; its per-modality sites are not mapped yet",
+        refused=True,
+    ),
+    "Gemma3nBackbone": Family(
+        "a model whose text, image and audio embeddings are made and "
+        "merged inside one layer's Python call (its multimodal embedding "
+        "processor), and whose first block sees AltUp's stacked copies: "
+        "no graph tensor holds one modality's tokens, so there is no "
+        "per-modality site to splice into",
+        refused=True,
+    ),
+    "PARSeqBackbone": Family(
+        "a text recogniser whose text stream (token and position-query "
+        "embeddings) exists only inside its decoder's Python call, so only "
+        "the image half would be adaptable",
+        refused=True,
+    ),
+    "SegFormerBackbone": Family(
+        "a segmentation head over a MiT encoder that it calls through a "
+        "nested model sharing MiT's layers; adapt the `MiTBackbone` "
+        "(`image_encoder`) itself, which keras_adalink covers",
+        refused=True,
+    ),
+    "EdRecBackbone": Family(
+        "a recommendation model over item-id features, not a token "
+        "sequence into transformer blocks",
+        refused=True,
+    ),
+}
+
+
+def named(predicate):
+    """`{class name: entry}` of the entries `predicate(entry)` selects."""
+    return {k: v for k, v in FAMILIES.items() if predicate(v)}
