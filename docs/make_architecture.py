@@ -151,7 +151,6 @@ def line_counts():
 
 
 def render():
-    counts = line_counts()
     edges = room_edges()
     lines = [
         "# Architecture",
@@ -172,15 +171,15 @@ def render():
         "verbs (`adapt`, `fold`, `compose`, files, export) work on adapted "
         "models; the CLI drives them.",
         "",
-        "| floor | room | modules | owns | lines | imports from |",
-        "|---|---|---|---|---|---|",
+        "| floor | room | modules | owns | imports from |",
+        "|---|---|---|---|---|",
     ]
     for floor, room, members, owns in ROOMS:
         uses = sorted({b for (a, b) in edges if a == room})
         lines.append(
             f"| {floor} | `{room}` | "
             + ", ".join(f"`{m}`" for m in members)
-            + f" | {owns} | {counts[room]} | "
+            + f" | {owns} | "
             + (", ".join(f"`{u}`" for u in uses) or "—")
             + " |"
         )

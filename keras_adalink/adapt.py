@@ -93,7 +93,7 @@ def adapt(
 
     Example:
     >>> adapted = keras_adalink.adapt(classifier, rank=4)
-    >>> adapted.fit(["great film", "dull"], [1, 0])
+    >>> history = adapted.fit(["great film", "dull"], [1, 0], verbose=0)
     """
     if isinstance(model, AdaLinkBackbone) or isinstance(
         getattr(model, "backbone", None), AdaLinkBackbone
@@ -157,8 +157,10 @@ def reattach(task: Task) -> Task:
 
     Example:
     >>> lm = keras_adalink.adapt(gemma_lm, rank=8, num_tasks=3)
-    >>> lm.generate({"token_ids": ids, "padding_mask": mask,
-    ...              "task_id": np.array([0, 2])})
+    >>> out = lm.generate({"token_ids": ids, "padding_mask": mask,
+    ...                    "task_id": np.array([0, 2])}, stop_token_ids=None)
+    >>> out["token_ids"].shape == ids.shape
+    True
     """
     backbone = getattr(task, "backbone", None)
     if not isinstance(backbone, AdaLinkBackbone):

@@ -173,6 +173,7 @@ class PromptTuningBackbone(Backbone):
     Example:
     >>> prompted = PromptTuningBackbone(backbone, SoftPrompt(16))
     >>> prompted(inputs)["sequence_output"].shape  # same as backbone(inputs)
+    (2, 8, 16)
     """
 
     def __init__(self, backbone, prompt, **kwargs):

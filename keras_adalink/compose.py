@@ -151,7 +151,8 @@ def compose(adapters, base: keras.Model | None = None, drop=()) -> keras.Model:
 
     Example:
     >>> multi = keras_adalink.compose({"sentiment": sst, "topic": news})
-    >>> multi.predict({**features, "task_id": np.array([0, 1, 1])})
+    >>> out = multi.predict(
+    ...     {**features, "task_id": np.array([0, 1, 1])}, verbose=0)
     """
     entries = _entries(adapters)
     if not entries:
@@ -188,7 +189,7 @@ def task_ids(model: keras.Model, names) -> np.ndarray:
 
     Example:
     >>> ids = keras_adalink.task_ids(multi, ["topic", "sentiment", "topic"])
-    >>> multi.predict({**features, "task_id": ids})
+    >>> out = multi.predict({**features, "task_id": ids}, verbose=0)
     """
     adapter = find_adalink_backbone(model).adapter
     if not isinstance(adapter, TaskRouter):

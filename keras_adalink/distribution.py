@@ -148,14 +148,17 @@ def get_layout_map(
             variables. A class has no shapes yet to check.
 
     Example:
+    >>> devices = keras.distribution.list_devices()  # 8: a 2x4 mesh
     >>> mesh = keras.distribution.DeviceMesh(
-    ...     (2, 4), ["batch", "model"], keras.distribution.list_devices())
+    ...     (1, len(devices)), ["batch", "model"], devices)
     >>> layout_map = keras_adalink.get_layout_map(
     ...     keras_hub.models.BertBackbone, mesh)
     >>> distribution = keras.distribution.ModelParallel(
     ...     layout_map=layout_map, batch_dim_name="batch")
-    >>> with distribution.scope():
-    ...     backbone = keras_hub.models.BertBackbone.from_preset(path)
+    >>> with distribution.scope():  # Or from_preset(...)
+    ...     backbone = keras_hub.models.BertBackbone(
+    ...         vocabulary_size=100, num_layers=2, num_heads=2,
+    ...         hidden_dim=16, intermediate_dim=32)
     ...     model = keras_adalink.adapt(backbone, rank=4)
     """
     for name in (model_dim_name, data_dim_name):

@@ -64,7 +64,7 @@ def tower_models(model):
 
     Example:
     >>> towers = keras_adalink.tower_models(adapted_clip)
-    >>> image_embeddings = towers["image"].predict(images)
+    >>> image_embeddings = towers["image"].predict(images, verbose=0)
     """
     backbone = getattr(model, "backbone", model)
     if not isinstance(backbone, keras.Model) or two_towers(backbone) is None:

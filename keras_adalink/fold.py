@@ -135,7 +135,7 @@ def fold(model, task_id: int | None = None):
         task_id: for a `TaskRouter`, which task's module to fold.
 
     Example:
-    >>> served = keras_adalink.fold(adapted_classifier)
+    >>> served = keras_adalink.fold(model)  # an adapted classifier
     """
     adalink_backbone = find_adalink_backbone(model)
     _check_foldable(adalink_backbone)

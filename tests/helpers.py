@@ -74,21 +74,53 @@ def check_round_trips(adapted, fresh, x, tmp_path):
             np.testing.assert_allclose(have, want, atol=1e-5)
 
 
-def run_cli(*args, check=True, env=None):
-    """The installed `keras-adalink` console script in a subprocess, as a
-    user runs it (offline)."""
+def run_cli(*args, check=True, env=None, process=False):
+    """The `keras-adalink` command, offline, as a `CompletedProcess`.
+
+    In this process by default (`cli.main` with stdout and stderr captured:
+    the same code path without the ~10 s start-up of a new interpreter);
+    `process=True` runs the installed console script in a subprocess, as a
+    user runs it, for what only a process shows (its quiet start-up, being
+    killed). CLI logic is backend-independent: these tests run on jax.
+    """
+    import contextlib
+    import io
     import os
     import subprocess
     import sys
 
-    cli = os.path.join(os.path.dirname(sys.executable), "keras-adalink")
-    result = subprocess.run(
-        [cli, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-    )
+    args = [str(a) for a in args]
+    env = {"HF_HUB_OFFLINE": "1", **(env or {})}
+    if process:
+        cli = os.path.join(os.path.dirname(sys.executable), "keras-adalink")
+        result = subprocess.run(
+            [cli, *args],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, **env},
+        )
+    else:
+        from keras_adalink import cli
+
+        out, err = io.StringIO(), io.StringIO()
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            with (
+                contextlib.redirect_stdout(out),
+                contextlib.redirect_stderr(err),
+            ):
+                try:
+                    code = cli.main(args)
+                except SystemExit as error:  # argparse: --help, bad flags
+                    code = error.code if isinstance(error.code, int) else 2
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        result = subprocess.CompletedProcess(
+            ["keras-adalink", *args], code, out.getvalue(), err.getvalue()
+        )
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result

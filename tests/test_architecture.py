@@ -5,10 +5,15 @@ import ast
 import pathlib
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs"))
 
 import make_architecture  # noqa: E402
+
+# Backend-independent logic: `make test` runs it once (tensorflow pass).
+pytestmark = pytest.mark.once
 
 # Private names of keras_adalink's own classes, which any module may use.
 _OURS = {

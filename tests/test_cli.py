@@ -11,6 +11,9 @@ import pytest
 from keras_adalink import datasets
 from tests.helpers import run_cli
 
+# Backend-independent logic: `make test` runs it once (tensorflow pass).
+pytestmark = pytest.mark.once
+
 _run = run_cli
 
 
@@ -143,7 +146,13 @@ def test_every_flag_has_help_and_its_default():
 
 def test_quiet_start_prints_only_its_own_output(tmp_path):
     result = _run(
-        "eval", "--adapter", str(tmp_path), "--data", "x.csv", check=False
+        "eval",
+        "--adapter",
+        str(tmp_path),
+        "--data",
+        "x.csv",
+        check=False,
+        process=True,
     )
     assert result.returncode == 2
     assert result.stdout == ""
@@ -151,7 +160,7 @@ def test_quiet_start_prints_only_its_own_output(tmp_path):
         f"keras-adalink eval: error: {tmp_path} is not a keras-adalink run "
         "folder (no run.json)"
     ]
-    assert _run("--help").stderr == ""
+    assert _run("--help", process=True).stderr == ""
 
 
 def test_unknown_column_lists_available(tmp_path):
@@ -299,11 +308,6 @@ def _predictions(*args):
 
 @pytest.mark.end_to_end
 @pytest.mark.slow
-@pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="15 CLI processes; the CLI's logic is backend-independent and "
-    "compose itself is tested on every backend (tests/test_compose.py)",
-)
 def test_compose_runs_then_eval_predict_export(tmp_path):
     data = tmp_path / "d.csv"
     _write_csv(data, 32, "train")

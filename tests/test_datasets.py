@@ -3,6 +3,9 @@ import pytest
 
 from keras_adalink import datasets
 
+# Backend-independent logic: `make test` runs it once (tensorflow pass).
+pytestmark = pytest.mark.once
+
 
 def test_rotten_tomatoes_split_fixed_disjoint_stratified():
     splits = {s: datasets.rotten_tomatoes(s) for s in datasets.RT_FRACTIONS}

@@ -6,7 +6,6 @@ import re
 import subprocess
 import sys
 
-import keras
 import pytest
 
 import keras_adalink
@@ -14,6 +13,9 @@ from keras_adalink import baselines
 from keras_adalink import datasets
 from keras_adalink import heads
 from keras_adalink import image_datasets
+
+# Backend-independent logic: `make test` runs it once (tensorflow pass).
+pytestmark = pytest.mark.once
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLIC = {
@@ -58,10 +60,6 @@ def test_api_page_lists_every_public_symbol():
     assert not missing
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="the coverage page is backend-independent: checked once, on jax",
-)
 def test_coverage_page_matches_the_code():
     """docs/coverage.md is what docs/make_coverage.py writes today.
 

@@ -7,6 +7,9 @@ import pytest
 
 from keras_adalink import image_datasets
 
+# Backend-independent logic: `make test` runs it once (tensorflow pass).
+pytestmark = pytest.mark.once
+
 
 def test_easy_vqa_kinds_partition_the_split():
     yes_no = image_datasets.easy_vqa("test", kind="yes_no", image_size=32)

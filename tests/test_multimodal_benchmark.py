@@ -10,10 +10,12 @@ import pytest
 
 # The benchmark script runs on jax (its committed results are jax runs); the
 # library pieces it uses are tested on every backend elsewhere.
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="benchmarks/multimodal.py is run and checked on jax",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        keras.backend.backend() != "jax",
+        reason="benchmarks/multimodal.py is run and checked on jax",
+    ),
+]
 
 BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
 

@@ -12,10 +12,12 @@ FOLDER = os.path.join(ROOT, "examples", "notebooks")
 sys.path.insert(0, FOLDER)
 import build_notebooks  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="backend-independent code; run once, on jax, to keep CI short",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        keras.backend.backend() != "jax",
+        reason="backend-independent code; run once, on jax, to keep CI short",
+    ),
+]
 
 
 @pytest.mark.parametrize("name", list(build_notebooks.NOTEBOOKS))

@@ -40,6 +40,7 @@ _SAVER = textwrap.dedent(
 )
 
 
+@pytest.mark.once
 @pytest.mark.slow
 def test_kill_during_save_leaves_previous_file_loadable(tmp_path):
     script = tmp_path / "saver.py"

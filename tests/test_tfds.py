@@ -17,6 +17,9 @@ import pytest
 
 from keras_adalink import datasets
 
+# Backend-independent logic: `make test` runs it once (tensorflow pass).
+pytestmark = pytest.mark.once
+
 tfds = pytest.importorskip(
     "tensorflow_datasets",
     reason="tensorflow-datasets is not installed (the `cv` extra)",

@@ -36,8 +36,10 @@ class TaskHeads(keras.layers.Layer):
     >>> heads = TaskHeads(widths=[2, 5, 1])
     >>> x = np.random.rand(3, 16).astype("float32")
     >>> out = heads(x, task_id=np.array([0, 1, 2]))
-    >>> out["outputs"].shape, out["num_outputs"]
-    ((3, 5), [2, 5, 1])
+    >>> out["outputs"].shape  # Padded to the widest head.
+    (3, 5)
+    >>> keras.ops.convert_to_numpy(out["num_outputs"]).tolist()
+    [2, 5, 1]
     """
 
     def __init__(self, widths, **kwargs):
