@@ -39,8 +39,8 @@ ROOMS = [
         3,
         "library",
         ["adapt", "adapter_file", "compose", "compose_sources"]
-        + ["distribution", "export", "fold", "baselines"],
-        "adapt, files, fold, compose, export, layouts, baselines",
+        + ["distribution", "export", "fold", "baselines", "quantization"],
+        "adapt, files, fold, compose, export, layouts, baselines, quantization",
     ),
     (4, "api", ["__init__", "demo"], "the public API, the demo"),
     (5, "cli", ["cli"], "the keras-adalink command"),

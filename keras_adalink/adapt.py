@@ -7,6 +7,8 @@ from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models import AdaLinkBackbone
+from keras_adalink.quantization import quantize_frozen
+from keras_adalink.quantization import rematerialize_blocks
 from keras_adalink.sites import default_modalities
 from keras_adalink.validation import checked_entry_points
 
@@ -53,6 +55,8 @@ def adapt(
     dropout: float = 0.1,
     scale: float = 1.0,
     train_head: bool = True,
+    quantize=None,
+    remat: bool = False,
 ) -> Backbone | Task:
     """Adds AdaLink to a KerasHub backbone or task; freezes the backbone.
 
@@ -90,6 +94,19 @@ def adapt(
         dropout: dropout on the adapter branch. Defaults to `0.1`.
         scale: multiplier on the adapter branch. Defaults to `1.0`.
         train_head: for tasks, whether the task head trains with the adapter.
+        quantize: quantizes the frozen backbone's weights in place first,
+            with Keras' `quantize()`: `"int8"`, `"int4"`, `"float8"`, or a
+            `keras.quantizers.QuantizationConfig` (`GPTQConfig` and
+            `AWQConfig` carry their calibration data). The adapter (and
+            head) stay in float and train; the quantized weights do not
+            change. A backbone quantized already adapts as it is (leave this
+            `None`). Defaults to `None`. docs/big_models.md.
+        remat: bool. The frozen blocks recompute their activations in the
+            backward pass (`keras.remat`) instead of keeping them: memory
+            of one block's activations instead of all of them, for about
+            one more forward pass of time. Set on the backbone's blocks in
+            place; they then run without their own dropout (recomputation
+            must repeat the same forward pass). Defaults to `False`.
 
     Example:
     >>> adapted = keras_adalink.adapt(classifier, rank=4)
@@ -109,6 +126,11 @@ def adapt(
             f"backbone. Received: {type(model).__name__}"
         )
     backbone = model if is_backbone else model.backbone
+    dtype = backbone.dtype_policy
+    if quantize is not None:
+        quantize_frozen(backbone, quantize)
+    if remat:
+        rematerialize_blocks(backbone)
     if modalities is None and num_tasks is None:
         # A multimodal model gets the paper's one module per modality.
         modalities = default_modalities(backbone, insertion)
@@ -121,7 +143,7 @@ def adapt(
         activation=activation,
         dropout=dropout,
         scale=scale,
-        dtype=backbone.dtype_policy,
+        dtype=dtype,
     )
     adapted = AdaLinkBackbone(backbone, adapter, insertion=insertion)
     if is_backbone:

@@ -19,6 +19,7 @@ from safetensors.numpy import save_file
 
 from keras_adalink.models import AdaLinkBackbone
 from keras_adalink.models.walk import first_nested
+from keras_adalink.quantization import quantization_modes
 from keras_adalink.version import __version__
 
 FORMAT = "keras_adalink.adapter"
@@ -66,7 +67,8 @@ def _plain_config(layer):
 
 
 def backbone_fingerprint(backbone):
-    """Class, config and a hash of a strided sample of every weight."""
+    """Class, config, quantization modes and a hash of a strided sample of
+    every weight (quantized weights as stored, scales included)."""
     digest = hashlib.sha256()
     # In construction order, by shape: variable paths carry auto-generated
     # layer names that change between two builds of the same model.
@@ -76,11 +78,18 @@ def backbone_fingerprint(backbone):
         stride = max(1, values.size // _VALUES_PER_VARIABLE)
         digest.update(f"{tuple(variable.shape)}".encode())
         digest.update(np.ascontiguousarray(values[::stride]).tobytes())
-    return {
+    record = {
         "class": type(backbone).__name__,
         "config": _plain_config(backbone),
         "weights_sha256": digest.hexdigest(),
     }
+    # A quantized base is another checkpoint (its weights hash differs);
+    # the record says how, so a mismatch names it. Absent when unquantized,
+    # so files of float bases read as before.
+    modes = quantization_modes(backbone)
+    if modes:
+        record["quantization"] = modes
+    return record
 
 
 def _adapter_record(adalink_backbone):

@@ -10,6 +10,8 @@ other module. Checked against Keras 3.15.1 and KerasHub 0.32.0.
 
 import contextlib
 
+import keras
+
 # (owner, private name, what it is used for). The owner is the class that
 # defines the name or assigns it (`.name = ...`), as a dotted path.
 PRIVATE_API = (
@@ -80,6 +82,48 @@ def producer(tensor):
     """`(layer, call_index)`: the layer call that produced `tensor`."""
     operation, node_index, _ = tensor._keras_history
     return operation, node_index
+
+
+def rematerialize(layer):
+    """Makes `layer` recompute its activations in the backward pass.
+
+    Its calls run through `keras.remat` (jax.checkpoint, tf.recompute_grad,
+    torch.utils.checkpoint) with only the tensors as arguments; Python
+    values (the `training` flag, `None` masks) are closed over. The layer
+    runs in inference mode (`training=False`: a frozen block's dropout off):
+    the recomputation must see the same forward pass, which a dropout that
+    draws new seeds (and updates seed state inside the recomputed
+    function, which jax refuses) would not. Keras' own
+    `RematScope(mode="full")` is read when a layer is built, and on jax it
+    hands `training` to `jax.checkpoint` as a traced array, which breaks
+    layers that branch on it (MultiHeadAttention's dropout), so the built
+    layer's `call` is wrapped here instead (the one instance attribute
+    keras_adalink sets on a Keras layer; `Layer.__call__` calls it).
+    """
+    if is_rematerialized(layer):
+        return
+    call = layer.call
+
+    def call_with_remat(*args, **kwargs):
+        if "training" in kwargs:
+            kwargs["training"] = False
+        flat = keras.tree.flatten((args, kwargs))
+        tensor = [keras.ops.is_tensor(x) for x in flat]
+
+        def recompute(*tensors):
+            given = iter(tensors)
+            values = [next(given) if t else x for x, t in zip(flat, tensor)]
+            a, k = keras.tree.pack_sequence_as((args, kwargs), values)
+            return call(*a, **k)
+
+        return keras.remat(recompute)(*[x for x, t in zip(flat, tensor) if t])
+
+    layer.call = call_with_remat
+    layer._adalink_remat = True
+
+
+def is_rematerialized(layer):
+    return getattr(layer, "_adalink_remat", False)
 
 
 @contextlib.contextmanager

@@ -273,3 +273,33 @@ def test_resume_after_a_kill_ends_where_an_unbroken_run_ends(preset, tmp_path):
     # Other flags than the checkpoint's: refused, not silently mixed.
     other = train(tmp_path / "cut", "--resume", "--seed", "1")
     assert other.returncode == 2 and "seed" in other.stderr
+
+
+@pytest.mark.end_to_end
+@pytest.mark.slow
+def test_quantized_remat_run_evaluates_and_predicts(preset, tmp_path):
+    """`train --quantize int8 --remat`: the run records both, and eval and
+    predict rebuild the same quantized base (the adapter file's fingerprint
+    would refuse any other) and reproduce train's validation metrics."""
+    rows = [
+        {"text": f"{w} film", "label": ["neg", "pos"][i % 2]}
+        for i, w in enumerate(presets.WORDS * 2)
+    ][:16]
+    data = _write_jsonl(tmp_path / "d.jsonl", rows)
+    out = tmp_path / "q"
+    run_cli(
+        "train", "--backbone", preset("bert"), "--data", data,
+        "--val-data", data, "--text-column", "text", "--label-column",
+        "label", "--task", "classification", "--epochs", "1",
+        "--batch-size", "4", "--sequence-length", "8", "--quantize",
+        "int8", "--remat", "--out", out,
+    )  # fmt: skip
+    recorded = json.loads((out / "run.json").read_text())
+    assert recorded["quantize"] == "int8" and recorded["remat"] is True
+    trained = json.loads((out / "metrics.json").read_text())["validation"]
+    evaluated = _last_json(run_cli("eval", "--adapter", out, "--data", data))
+    assert evaluated == pytest.approx(trained, rel=1e-4)
+    predicted = _json_lines(
+        run_cli("predict", "--adapter", out, "--text", "a film")
+    )
+    assert predicted[0]["prediction"] in ("neg", "pos")

@@ -124,6 +124,19 @@ def parser():
         "--rank", type=int, default=4, help="AdaLink bottleneck width"
     )
     train.add_argument(
+        "--quantize",
+        choices=("int8", "int4", "float8"),
+        help="quantize the frozen backbone's weights first (Keras' "
+        "quantize(); the adapter stays float; eval, predict and export of "
+        "the run quantize the same way; GPTQ/AWQ: from Python)",
+    )
+    train.add_argument(
+        "--remat",
+        action="store_true",
+        help="frozen blocks recompute their activations in the backward "
+        "pass (less memory, about one more forward pass of time)",
+    )
+    train.add_argument(
         "--epochs", type=int, default=2, help="passes over --data"
     )
     train.add_argument(

@@ -80,7 +80,7 @@ def classifier(run):
             f"preprocessor in KerasHub ({e})"
         ) from None
     backbone = keras_hub.models.Backbone.from_preset(source)
-    adapted = keras_adalink.adapt(backbone, rank=run["rank"])
+    adapted = keras_adalink.adapt(backbone, **adapt_options(run))
     return mean_pooled_classifier(adapted, run["num_outputs"]), preprocessor
 
 
@@ -116,7 +116,16 @@ def language_model(run):
         lm.preprocessor.decoder_sequence_length = run["sequence_length"]
     else:
         lm.preprocessor.sequence_length = run["sequence_length"]
-    return keras_adalink.adapt(lm, rank=run["rank"])
+    return keras_adalink.adapt(lm, **adapt_options(run))
+
+
+def adapt_options(run):
+    """`adapt()` arguments a run records: rank, quantization, remat."""
+    return {
+        "rank": run["rank"],
+        "quantize": run.get("quantize"),
+        "remat": run.get("remat", False),
+    }
 
 
 def build(run):
@@ -212,10 +221,18 @@ def multi_task(run):
 
     import keras_adalink
     from keras_adalink.heads import mean_pooled_classifier
+    from keras_adalink.quantization import quantize_frozen
+    from keras_adalink.quantization import rematerialize_blocks
 
     first = run["tasks"][run["task_names"][0]]
     source = backbone_source(first["backbone"])
     backbone = keras_hub.models.Backbone.from_preset(source)
+    # One frozen backbone for every task: quantized and rematerialised once.
+    options = adapt_options(first)
+    if options["quantize"]:
+        quantize_frozen(backbone, options["quantize"])
+    if options["remat"]:
+        rematerialize_blocks(backbone)
     models = {
         name: mean_pooled_classifier(
             keras_adalink.adapt(backbone, rank=own["rank"]),

@@ -43,6 +43,11 @@ def run_spec(args, rows):
         "rank": args.rank,
         "sequence_length": args.sequence_length,
     }
+    # Recorded only when set, so run folders without them read as before.
+    if args.quantize:
+        common["quantize"] = args.quantize
+    if args.remat:
+        common["remat"] = True
     if args.task == "generation":
         _require(args, "prompt_column", "response_column")
         if args.task_column:

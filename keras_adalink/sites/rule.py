@@ -185,6 +185,40 @@ def block_input_sites(backbone):
     )
 
 
+def _flat_layers(value):
+    found = []
+    for item in value:
+        if isinstance(item, (list, tuple)):
+            found += _flat_layers(item)
+        elif isinstance(item, keras.layers.Layer):
+            found.append(item)
+    return found
+
+
+def blocks(backbone):
+    """Every block of `backbone`'s stacks (both towers' for two towers),
+    found as the sites are: the public lists of blocks, the list inside a
+    packed stack layer, or the repeated blocks. Empty if none is found."""
+    towers = two_towers(backbone)
+    if towers is not None:
+        return [block for tower in towers.values() for block in blocks(tower)]
+    in_graph = {id(layer) for layer in backbone.layers}
+    found = []
+    for key in _stacks(backbone):
+        found += [
+            block
+            for block in _flat_layers(getattr(backbone, key))
+            if id(block) in in_graph
+        ]
+    if found:
+        return list({id(b): b for b in found}.values())
+    packed = _packed_stack(backbone)
+    if packed is not None:
+        lists = [getattr(packed, key) for key in _layer_lists(packed)]
+        return max((_flat_layers(v) for v in lists), key=len, default=[])
+    return _repeated_blocks(backbone)
+
+
 def rule_sites(backbone, insertion):
     """The rule's sites for `insertion` (towers: the rule in each)."""
     if two_towers(backbone) is not None:

@@ -1,0 +1,104 @@
+"""Big frozen models on small devices: quantized frozen weights, and frozen
+blocks that recompute their activations in the backward pass.
+
+An input-side adapter needs nothing inside the frozen layers, only
+gradients through them, so it trains on every quantization mode Keras
+offers (`int8`, `int4`, `float8`, `gptq`, `awq`), where Keras' own LoRA
+runs on int8/int4 only. `adapt(model, quantize=..., remat=True)` uses both.
+"""
+
+import keras
+
+from keras_adalink import graph
+from keras_adalink.sites.rule import blocks
+
+MODES = ("int8", "int4", "float8", "gptq", "awq")
+# Modes that quantize from calibration data: Keras takes a config with it.
+_CALIBRATED = {
+    "gptq": "keras.quantizers.GPTQConfig",
+    "awq": "keras.quantizers.AWQConfig",
+}
+
+
+def quantization_modes(model):
+    """`{mode: number of layers}` of the quantized layers in `model`."""
+    found = {}
+    for layer in _layers(model):
+        mode = getattr(layer, "quantization_mode", None)
+        if mode is not None:
+            found[mode] = found.get(mode, 0) + 1
+    return dict(sorted(found.items()))
+
+
+def _layers(model):
+    """`model` and every layer reachable from it (sub-models, blocks)."""
+    seen, stack, found = set(), [model], []
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        found.append(layer)
+        stack.extend(getattr(layer, "layers", None) or [])
+        for value in vars(layer).values():
+            if isinstance(value, keras.layers.Layer):
+                stack.append(value)
+            elif isinstance(value, (list, tuple)):
+                stack.extend(
+                    v for v in value if isinstance(v, keras.layers.Layer)
+                )
+    return found
+
+
+def quantize_frozen(backbone, mode, config=None):
+    """Quantizes `backbone`'s weights in place with Keras' `quantize(mode)`.
+
+    Args:
+        backbone: the frozen backbone (not yet adapted).
+        mode: str, one of `MODES`, or a `keras.quantizers.QuantizationConfig`
+            (`GPTQConfig`, `AWQConfig`, ...), which carries its mode and,
+            for GPTQ and AWQ, the calibration data.
+    """
+    if isinstance(mode, keras.quantizers.QuantizationConfig):
+        config, mode = mode, mode.mode
+    if mode not in MODES:
+        raise ValueError(
+            f"`quantize` must be one of {MODES} or a "
+            "`keras.quantizers.QuantizationConfig`. "
+            f"Received: quantize={mode!r}"
+        )
+    if mode in _CALIBRATED and config is None:
+        raise ValueError(
+            f"quantize={mode!r} calibrates on data: pass "
+            f"`quantize={_CALIBRATED[mode]}(dataset=..., tokenizer=...)` "
+            "instead of the mode's name."
+        )
+    present = quantization_modes(backbone)
+    if present:
+        raise ValueError(
+            f"This backbone is already quantized ({present}); Keras cannot "
+            f"quantize it again. Pass it without quantize={mode!r}: "
+            "keras_adalink adapts quantized backbones as they are."
+        )
+    try:
+        backbone.quantize(mode, config=config)
+    except NotImplementedError as error:
+        raise ValueError(
+            f"Keras {keras.__version__} cannot quantize "
+            f"{type(backbone).__name__} with mode {mode!r} on the "
+            f"{keras.backend.backend()} backend: {error}"
+        ) from error
+
+
+def rematerialize_blocks(backbone):
+    """Makes every block of `backbone` recompute its activations in the
+    backward pass; returns how many. Raises where no block is found."""
+    found = blocks(backbone)
+    if not found:
+        raise ValueError(
+            f"remat=True found no blocks in {type(backbone).__name__} to "
+            "rematerialise; adapt it with remat=False."
+        )
+    for block in found:
+        graph.rematerialize(block)
+    return len(found)

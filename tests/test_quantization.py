@@ -1,0 +1,236 @@
+"""Quantized frozen backbones and rematerialised blocks (`adapt(quantize=,
+remat=)`): only the adapter (and head) trains, the quantized weights stay
+bit-identical, files round-trip, generate() follows teacher forcing, and
+remat trains exactly like no remat."""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import keras_adalink
+from keras_adalink import graph
+from keras_adalink.heads import mean_pooled_classifier
+from keras_adalink.quantization import quantization_modes
+from keras_adalink.sites.rule import blocks
+from tests.conftest import BACKBONES
+from tests.conftest import VOCAB
+from tests.conftest import backbone_inputs
+from tests.conftest import randomize_adapter
+from tests.conftest import to_numpy
+from tests.families import build
+from tests.helpers import check_round_trips
+
+MODES = ["int8", "int4", "float8"]
+# One family per kind: encoder, decoder LM, seq2seq LM, vision, multimodal.
+KINDS = ["BertBackbone", "LlamaBackbone", "BartBackbone", "ViTBackbone"]
+KINDS += ["PaliGemmaBackbone"]
+
+
+def _flat(outputs):
+    return [np.asarray(o) for o in keras.tree.flatten(to_numpy(outputs))]
+
+
+def _inputs(model, batch=2, seq=8, seed=0):
+    rng = np.random.default_rng(seed)
+    spec = model.input
+    if not isinstance(spec, dict):
+        return rng.uniform(size=(batch, *spec.shape[1:])).astype("float32")
+    x = {}
+    for name, tensor in spec.items():
+        shape = (batch, *[d or seq for d in tensor.shape[1:]])
+        if name.endswith("token_ids"):
+            x[name] = rng.integers(1, 40, size=shape).astype("int32")
+        elif name.endswith("padding_mask"):
+            x[name] = np.ones(shape, "int32")
+        elif "float" in str(tensor.dtype):
+            x[name] = rng.uniform(size=shape).astype("float32")
+        else:
+            x[name] = np.zeros(shape, "int32")
+    return x
+
+
+def _frozen_values(model):
+    return {v.path: np.array(to_numpy(v)) for v in model.weights}
+
+
+# Every mode on the encoder, int8 on one family of each other kind (the CI
+# budget: each case compiles a train step and two round trips).
+CASES = [("BertBackbone", mode) for mode in MODES]
+CASES += [(name, "int8") for name in KINDS[1:]]
+
+
+@pytest.mark.parametrize("name,mode", CASES)
+def test_quantized_base_trains_the_adapter_alone(name, mode, tmp_path):
+    model = build(name)
+    backbone = getattr(model, "backbone", model)
+    x = _inputs(model)
+    adapted = keras_adalink.adapt(model, rank=2, quantize=mode, dropout=0.0)
+    assert mode in quantization_modes(backbone)
+    inner = _adalink_backbone(adapted)
+    # Identity at init: the adapted model is the quantized model.
+    for want, have in zip(_flat(backbone(x)), _flat(inner(x))):
+        np.testing.assert_allclose(have, want, atol=1e-5)
+    frozen = _frozen_values(backbone)
+    assert {v.path for v in inner.trainable_weights} == {
+        "adalink/adalink_down",
+        "adalink/adalink_up",
+    } or all("adalink" in v.path for v in inner.trainable_weights)
+    # Train the adapter through Keras' own `fit`, on every float output.
+    randomize_adapter(inner, scale=0.1)
+    variables = inner.trainable_weights
+    before = [np.array(to_numpy(v)) for v in variables]
+    fit_on_every_output(inner, x)
+    after = [np.array(to_numpy(v)) for v in variables]
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+    for path, value in _frozen_values(backbone).items():
+        np.testing.assert_array_equal(value, frozen[path], err_msg=path)
+    fresh = keras_adalink.adapt(model, rank=2, dropout=0.0)
+    check_round_trips(inner, _adalink_backbone(fresh), x, tmp_path)
+
+
+def _adalink_backbone(model):
+    if isinstance(model, keras_adalink.AdaLinkBackbone):
+        return model
+    return model.backbone
+
+
+def fit_on_every_output(model, x, epochs=2):
+    """SGD steps of `model.fit` on every float output."""
+    outputs = [
+        o for o in keras.tree.flatten(model.output) if "float" in str(o.dtype)
+    ]
+    # The first feature only: a LayerNorm's output has a constant mean
+    # (and mean square) over its features, which no adapter could move.
+    means = [
+        keras.ops.mean(
+            keras.ops.cast(o[..., 0], "float32"), tuple(range(1, o.ndim - 1))
+        )
+        if o.ndim > 2
+        else keras.ops.cast(o[..., 0], "float32")
+        for o in outputs
+    ]
+    trainer = keras.Model(model.input, keras.ops.stack(means, axis=1))
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    batch = len(keras.tree.flatten(x)[0])
+    target = np.ones((batch, len(means)), "float32")
+    trainer.fit(x, target, batch_size=batch, epochs=epochs, verbose=0)
+
+
+def test_quantized_classifier_fit_keeps_quantized_weights():
+    """`fit` on a quantized BERT: the adapter and head train; every
+    quantized kernel, scale and float weight of the base is unchanged."""
+    backbone = BACKBONES["bert"]()
+    x = backbone_inputs(backbone, batch=8)
+    y = np.arange(8) % 2
+    adapted = keras_adalink.adapt(backbone, rank=2, quantize="int8")
+    model = mean_pooled_classifier(adapted, 2)
+    frozen = _frozen_values(backbone)
+    trained = {v.path: np.array(to_numpy(v)) for v in model.trainable_weights}
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert sorted(trained) == [
+        "adalink/adalink_down",
+        "adalink/adalink_up",
+        "head/bias",
+        "head/kernel",
+    ]
+    for v in model.trainable_weights:
+        assert not np.array_equal(trained[v.path], to_numpy(v)), v.path
+    assert any(str(v.dtype) == "int8" for v in backbone.weights)
+    for path, value in _frozen_values(backbone).items():
+        np.testing.assert_array_equal(value, frozen[path], err_msg=path)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_quantized_lm_generate_follows_teacher_forcing(mode):
+    prompt_length = 3
+    lm = keras_adalink.adapt(
+        build("LlamaBackbone"), rank=2, num_tasks=2, dropout=0.0, quantize=mode
+    )
+    randomize_adapter(lm, scale=1.0)
+    lm.compile(sampler="greedy")
+    x = _inputs(lm, batch=2)
+    x["token_ids"][:, prompt_length:] = 0
+    x["padding_mask"][:, prompt_length:] = 0
+    task_id = np.array([1, 0], "int32")
+    x.pop("task_id", None)
+    out = lm.generate({**x, "task_id": task_id}, stop_token_ids=None)
+    tokens = np.asarray(out["token_ids"])
+    full = {"token_ids": tokens, "padding_mask": np.ones_like(tokens)}
+    logits = to_numpy(lm({**full, "task_id": task_id}))
+    np.testing.assert_array_equal(
+        tokens[:, prompt_length:],
+        np.argmax(logits[:, prompt_length - 1 : -1], -1),
+    )
+
+
+def test_adapter_file_of_a_quantized_base_refuses_a_float_base(tmp_path):
+    backbone = BACKBONES["bert"]()
+    twin = BACKBONES["bert"]()
+    twin.set_weights(backbone.get_weights())
+    adapted = keras_adalink.adapt(backbone, rank=2, quantize="int8")
+    path = tmp_path / "a.safetensors"
+    keras_adalink.save_adapter(adapted, path)
+    with pytest.raises(ValueError, match="quantization"):
+        keras_adalink.load_adapter(keras_adalink.adapt(twin, rank=2), path)
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_remat_trains_exactly_like_without(quantize):
+    """Same losses and adapter/head weights after three steps (1e-5)."""
+    runs = []
+    for remat in (False, True):
+        keras.utils.set_random_seed(0)
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size=VOCAB,
+            max_sequence_length=12,
+            num_layers=2,
+            num_heads=2,
+            hidden_dim=16,
+            intermediate_dim=32,
+            dropout=0.0,  # remat runs frozen blocks without dropout
+        )
+        x = backbone_inputs(backbone, batch=8)
+        y = np.arange(8) % 2
+        adapted = keras_adalink.adapt(
+            backbone, rank=2, dropout=0.0, quantize=quantize, remat=remat
+        )
+        found = blocks(backbone)
+        assert len(found) == 2
+        assert all(graph.is_rematerialized(b) == remat for b in found)
+        model = mean_pooled_classifier(adapted, 2)
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.5),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        history = model.fit(
+            x, y, batch_size=4, epochs=3, shuffle=False, verbose=0
+        )
+        weights = [np.array(to_numpy(v)) for v in model.trainable_weights]
+        runs.append((history.history["loss"], weights))
+    (loss, weights), (remat_loss, remat_weights) = runs
+    np.testing.assert_allclose(remat_loss, loss, rtol=1e-5)
+    assert not np.allclose(weights[0], 0)  # W_down moved.
+    for want, have in zip(weights, remat_weights):
+        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_quantize_arguments_leave_the_model_unchanged():
+    backbone = BACKBONES["bert"]()
+    with pytest.raises(ValueError, match="must be one of"):
+        keras_adalink.adapt(backbone, quantize="int3")
+    with pytest.raises(ValueError, match="GPTQConfig"):
+        keras_adalink.adapt(backbone, quantize="gptq")
+    assert not quantization_modes(backbone) and backbone.trainable
+    backbone.quantize("int8")
+    with pytest.raises(ValueError, match="already quantized"):
+        keras_adalink.adapt(backbone, quantize="int4")
+    assert set(quantization_modes(backbone)) == {"int8"}
+    assert backbone.trainable
+    # Quantized by the user: adapted as it is.
+    adapted = keras_adalink.adapt(backbone, rank=2)
+    assert isinstance(adapted, keras_adalink.AdaLinkBackbone)
