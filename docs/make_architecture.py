@@ -10,12 +10,12 @@ it and the page against this script.
     python docs/make_architecture.py --check  # compare the page
 """
 
-import argparse
 import ast
 import collections
-import difflib
 import pathlib
 import sys
+
+import generated_page
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "keras_adalink"
@@ -143,13 +143,6 @@ def room_edges():
     return edges
 
 
-def line_counts():
-    counts = collections.Counter()
-    for module, path in modules().items():
-        counts[room_of(module)[1]] += len(path.read_text().splitlines())
-    return counts
-
-
 def render():
     edges = room_edges()
     lines = [
@@ -240,25 +233,5 @@ def draw(path=PICTURE):
     plt.close(fig)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    text = render()
-    if not args.check:
-        PAGE.write_text(text)
-        draw()
-        return 0
-    old = PAGE.read_text() if PAGE.exists() else ""
-    if old == text:
-        return 0
-    sys.stdout.writelines(
-        difflib.unified_diff(
-            old.splitlines(True), text.splitlines(True), "committed", "code"
-        )
-    )
-    return 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(generated_page.main(PAGE, render, __doc__.splitlines()[0], draw))

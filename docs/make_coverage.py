@@ -11,10 +11,10 @@ script writes.
     KERAS_BACKEND=jax python docs/make_coverage.py --check  # compare
 """
 
-import argparse
-import difflib
 import pathlib
 import sys
+
+import generated_page
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -277,24 +277,5 @@ def render():
     return "\n".join(lines) + "\n"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    text = render()
-    if not args.check:
-        PAGE.write_text(text)
-        return 0
-    old = PAGE.read_text() if PAGE.exists() else ""
-    if old == text:
-        return 0
-    sys.stdout.writelines(
-        difflib.unified_diff(
-            old.splitlines(True), text.splitlines(True), "committed", "code"
-        )
-    )
-    return 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(generated_page.main(PAGE, render, __doc__.splitlines()[0]))
