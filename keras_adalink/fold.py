@@ -18,6 +18,7 @@ from keras_adalink.adapt import rebuild_task
 from keras_adalink.adapter_file import find_adalink_backbone
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import TaskRouter
+from keras_adalink.quantization import quantization_modes
 from keras_adalink.sites import find_insertion_sites
 
 # Tasks whose outputs go through the (possibly tied) reverse projection.
@@ -139,6 +140,16 @@ def fold(model, task_id: int | None = None):
     """
     adalink_backbone = find_adalink_backbone(model)
     _check_foldable(adalink_backbone)
+    modes = quantization_modes(adalink_backbone.backbone)
+    if modes:
+        # Its table holds quantized values and scales: folding the float
+        # product into it would need Keras' re-quantization, not built yet.
+        raise ValueError(
+            f"fold needs a float vocabulary table; this backbone is "
+            f"quantized ({modes}). Serve the adapter unfolded (it adds "
+            "O(tokens x width x rank) per call), or train it on the float "
+            "backbone, fold, then quantize the folded model."
+        )
     down, up = _module(adalink_backbone.adapter, task_id)
     base = adalink_backbone.backbone
     table = keras.ops.convert_to_numpy(base.token_embedding.embeddings)

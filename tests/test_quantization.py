@@ -234,3 +234,12 @@ def test_bad_quantize_arguments_leave_the_model_unchanged():
     # Quantized by the user: adapted as it is.
     adapted = keras_adalink.adapt(backbone, rank=2)
     assert isinstance(adapted, keras_adalink.AdaLinkBackbone)
+
+
+def test_fold_refuses_a_quantized_base():
+    """Folding into an int8 table would write float values over quantized
+    ones (it did: outputs off by ~2): refused, naming the mode."""
+    backbone = BACKBONES["bert"]()
+    adapted = keras_adalink.adapt(backbone, rank=2, quantize="int8")
+    with pytest.raises(ValueError, match=r"quantized \({'int8'"):
+        keras_adalink.fold(adapted)
