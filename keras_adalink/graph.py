@@ -32,6 +32,12 @@ PRIVATE_API = (
     ),
     (
         "keras.src.layers.layer.Layer",
+        "_flatten_layers",
+        "every layer inside a model, as `Model.quantize` walks them "
+        "(`all_layers`)",
+    ),
+    (
+        "keras.src.layers.layer.Layer",
         "_tracker",
         "add a weight to a built layer (`unlocked`)",
     ),
@@ -82,6 +88,12 @@ def producer(tensor):
     """`(layer, call_index)`: the layer call that produced `tensor`."""
     operation, node_index, _ = tensor._keras_history
     return operation, node_index
+
+
+def all_layers(model):
+    """`model` and every layer inside it, sublayers of subclassed layers
+    included: the layers `model.quantize()` visits."""
+    return list(model._flatten_layers(include_self=True, recursive=True))
 
 
 def rematerialize(layer):

@@ -23,31 +23,11 @@ _CALIBRATED = {
 def quantization_modes(model):
     """`{mode: number of layers}` of the quantized layers in `model`."""
     found = {}
-    for layer in _layers(model):
+    for layer in graph.all_layers(model):
         mode = getattr(layer, "quantization_mode", None)
         if mode is not None:
             found[mode] = found.get(mode, 0) + 1
     return dict(sorted(found.items()))
-
-
-def _layers(model):
-    """`model` and every layer reachable from it (sub-models, blocks)."""
-    seen, stack, found = set(), [model], []
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        found.append(layer)
-        stack.extend(getattr(layer, "layers", None) or [])
-        for value in vars(layer).values():
-            if isinstance(value, keras.layers.Layer):
-                stack.append(value)
-            elif isinstance(value, (list, tuple)):
-                stack.extend(
-                    v for v in value if isinstance(v, keras.layers.Layer)
-                )
-    return found
 
 
 def quantize_frozen(backbone, mode, config=None):
