@@ -13,6 +13,7 @@ script writes.
 
 import pathlib
 import sys
+import warnings
 
 import generated_page
 
@@ -50,9 +51,14 @@ block of the stack. Each claim below is a test:
   (`test_mixed_task_generate_follows_teacher_forcing`);
 - **fold**: the folded model equals the adapted one, or `fold` refuses with
   the reason shown;
-- **layout map**: every variable's layout divides 4x2, 2x4 and 1x8 meshes
-  (axes that do not divide are replicated, with a warning), the adapter is
-  replicated (`test_layout_map_fits_every_mesh`);
+- **layout map**: the family's rule (ours or KerasHub's) where it has one,
+  completed from the built model's weight shapes (`shapes`); every
+  variable's layout divides 4x2, 2x4 and 1x8 meshes, the adapter is
+  replicated, at least 90% of the backbone's bytes are split (the share
+  shown: a 1x8 mesh, tiny test config, where norms and biases weigh more
+  than at real widths) (`test_layout_map_fits_every_mesh`); a
+  ModelParallel fit step equals one device's
+  (`test_shape_rule_fit_step_matches_single_device`, one family per kind);
 - **export**: a TF-Serving SavedModel serves the same outputs.
 """
 
@@ -117,8 +123,21 @@ def _is_lm(model):
     )
 
 
-def _layout(cls):
-    return layout_source(cls)[1] or "none (DataParallel)"
+def _layout(model):
+    """The rule that lays the family out, and the share of its backbone's
+    bytes split over a 1x8 mesh's model axis."""
+    adapted = keras_adalink.adapt(model, rank=2)
+    mesh = keras.distribution.DeviceMesh(
+        (1, 8), ["batch", "model"], [f"cpu:{i}" for i in range(8)]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 2-head tiny models on 8.
+        layout_map = keras_adalink.get_layout_map(adapted, mesh)
+    share = keras_adalink.distribution.sharded_share(adapted, layout_map)
+    frozen = keras_adalink.distribution._frozen_backbone(adapted)
+    source = layout_source(type(frozen))[1]
+    rule = f"{source} + shapes" if source else "shapes"
+    return f"{rule}, {share:.0%} split"
 
 
 def _generate(name, family):
@@ -180,7 +199,7 @@ def _row(name):
         f"| {_sites(backbone, 'block_input')} "
         f"| {_default(backbone)} "
         f"| {_generate(name, family)} | {_fold(model)} "
-        f"| {_layout(type(backbone))} "
+        f"| {_layout(model)} "
         f"| {families.EXPORT_TESTED.get(name, '—')} "
         f"| {family.tested_in.removeprefix('tests/')} |"
     )

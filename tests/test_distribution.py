@@ -164,9 +164,13 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_variable_gets_the_intended_layout(case):
+    """The family's rule as written (from the class); the built model's map
+    keeps each of its splits and adds the shape rule's."""
     build, expected_split = CASES[case]
     model = build()
-    layout_map = keras_adalink.get_layout_map(model, _mesh())
+    cls = keras_adalink.distribution._backbone_class(model)
+    layout_map = keras_adalink.get_layout_map(cls, _mesh())
+    built = keras_adalink.get_layout_map(model, _mesh())
     split, adapter = set(), 0
     for variable in model.weights:
         layout = layout_map[variable.path]  # Raises on two matching keys.
@@ -178,15 +182,20 @@ def test_every_variable_gets_the_intended_layout(case):
             split.add(variable.path)
             assert len(axes) == len(variable.shape), variable.path
             # KerasHub's Gemma map also splits along the batch axis (FSDP
-            # style); an axis the mesh cannot divide is replicated instead.
+            # style).
             assert set(axes) - {None} <= {M, "batch"}, variable.path
-            assert all(
-                dim % 2 == 0
-                for axis, dim in zip(axes, variable.shape)
-                if axis is not None
-            ), variable.path
     assert adapter >= 2
     assert split == expected_split
+    shapes = {v.path: v.shape for v in model.weights}
+    for path in split:
+        axes = layout_map[path].axes
+        if all(d % 2 == 0 for a, d in zip(axes, shapes[path]) if a):
+            assert built[path].axes == axes, path
+        else:  # The rule's split does not divide: the shape rule's instead.
+            assert M in built[path].axes, path
+    share = keras_adalink.distribution.sharded_share(model, built)
+    assert share >= keras_adalink.distribution.sharded_share(model, layout_map)
+    assert share >= 0.9
 
 
 def test_layout_map_from_the_class_before_building():
@@ -195,12 +204,15 @@ def test_layout_map_from_the_class_before_building():
     )
     model = CASES["roberta"][0]()
     by_model = keras_adalink.get_layout_map(model, _mesh())
-    assert set(by_class._layout_map) == set(by_model._layout_map)
+    # The built model's map adds the shape rule's entries to the class's.
+    assert set(by_class._layout_map) < set(by_model._layout_map)
 
 
 def test_unknown_family_and_bad_mesh_are_refused():
-    with pytest.raises(ValueError, match="DataParallel"):
-        keras_adalink.get_layout_map(BACKBONES["albert"](), _mesh())
+    # A family without a rule of its own: its built model's shapes give
+    # the layout (tests/test_families.py), its class alone cannot.
+    with pytest.raises(ValueError, match="pass the built model"):
+        keras_adalink.get_layout_map(keras_hub.models.AlbertBackbone, _mesh())
     mesh = keras.distribution.DeviceMesh(
         (8,), ["data"], [f"cpu:{i}" for i in range(8)]
     )
@@ -273,3 +285,83 @@ def test_distributed_example_runs_on_simulated_devices(tmp_path):
     assert "ModelParallel on a (2, 4)" in result.stdout
     assert "weights split across devices" in result.stdout
     assert (tmp_path / "adapter.safetensors").exists()
+
+
+# One family per kind of model the shape rule lays out alone (decoder,
+# mixture of experts, audio seq2seq, vision, encoder, windowed vision); the
+# layout of every family is checked in tests/test_families.py.
+SHAPE_RULE_FAMILIES = [
+    "MistralBackbone",
+    "MixtralBackbone",
+    "WhisperBackbone",
+    "DINOV2Backbone",
+    "DebertaV3Backbone",
+    "SwinTransformerBackbone",
+]
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="keras.distribution runs on jax (see docs/distribution.md)",
+)
+def test_shape_rule_fit_step_matches_single_device():
+    """A ModelParallel fit step on 2x4 and 1x8 meshes equals one device's,
+    with the map read off another build of the same model."""
+    root = os.path.dirname(os.path.dirname(__file__))
+    result = subprocess.run(
+        [sys.executable, os.path.join(root, "tests", "distributed_families.py")]
+        + SHAPE_RULE_FAMILIES,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
+            + " --xla_force_host_platform_device_count=8",
+            "KERAS_BACKEND": "jax",
+            "PYTHONPATH": root,
+        },
+        timeout=600,
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout)
+    assert results["devices"] == 8
+    for name in SHAPE_RULE_FAMILIES:
+        for mesh, run in results[name].items():
+            assert run["loss_diff"] < 1e-5, (name, mesh)
+            assert run["adapter_diff"] < 1e-5, (name, mesh)
+            # The rebuilt model holds the map's splits: the map read off
+            # one build fits another (layer counters differ between them).
+            assert run["split_share"] == pytest.approx(run["map_share"])
+            assert run["split_share"] >= 0.9, (name, mesh)
+
+
+def test_a_map_read_off_a_shallow_build_fits_the_deep_one():
+    """The shape rule's keys match any layer counter: a 1-block build (on
+    the host, say) gives the layout of the full-depth model."""
+
+    def mistral(layers):
+        return keras_adalink.adapt(
+            keras_hub.models.MistralBackbone(
+                vocabulary_size=40,
+                num_layers=layers,
+                num_query_heads=2,
+                num_key_value_heads=2,
+                hidden_dim=16,
+                intermediate_dim=32,
+            ),
+            rank=2,
+        )
+
+    shallow, deep = mistral(1), mistral(3)
+    mesh = keras.distribution.DeviceMesh(
+        (1, 8), ["batch", M], [f"cpu:{i}" for i in range(8)]
+    )
+    from_shallow = keras_adalink.get_layout_map(shallow, mesh)
+    from_deep = keras_adalink.get_layout_map(deep, mesh)
+    split = 0
+    for variable in deep.weights:
+        want, got = from_deep[variable.path], from_shallow[variable.path]
+        assert (want and tuple(want.axes)) == (got and tuple(got.axes))
+        split += bool(got and M in tuple(got.axes))
+    assert split > 3 * 7  # Every block's kernels, in all three blocks.

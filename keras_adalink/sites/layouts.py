@@ -102,3 +102,31 @@ def keras_hub_map(class_name, model, data):
         mesh, model_parallel_dim_name=model, data_parallel_dim_name=data
     )
     return {key: tuple(base[key].axes) for key in base}
+
+
+def by_shape(shape, model_size, model):
+    """Axes that split one frozen weight over a model axis of `model_size`,
+    read from its shape alone, for weights no family rule covers.
+
+    Rank 3 and more (attention kernels `(d, heads, head_dim)` and
+    `(heads, head_dim, d)`, stacked experts `(experts, d, ff)`): the
+    smallest axis the model axis divides, which is the heads or the experts
+    where they divide. Rank 2 (tables `(vocab, d)`, kernels `(d, ff)` and
+    `(ff, d)`): the larger axis (vocabulary-parallel tables, Megatron's
+    column and row split), the other one where the larger does not divide;
+    square kernels split their output features. Rank 0 and 1 (norms,
+    biases, scales) are replicated: `None` means replicate the weight.
+    """
+    shape = tuple(shape)
+    divisible = [
+        i for i, dim in enumerate(shape) if dim and dim % model_size == 0
+    ]
+    if len(shape) < 2 or not divisible:
+        return None
+    if len(shape) == 2:
+        divisible.sort(key=lambda i: (-shape[i], -i))
+    else:
+        divisible.sort(key=lambda i: (shape[i], i))
+    axes = [None] * len(shape)
+    axes[divisible[0]] = model
+    return tuple(axes)
