@@ -32,9 +32,12 @@ pytestmark = [
 ATOL = 1e-4
 NEW_TOKENS = 4
 _CAUSAL_LM = {
-    "llama": keras_hub.models.LlamaCausalLM,
-    "qwen2": keras_hub.models.QwenCausalLM,
     "gemma": keras_hub.models.GemmaCausalLM,
+    "gpt2": keras_hub.models.GPT2CausalLM,
+    "llama": keras_hub.models.LlamaCausalLM,
+    "mistral": keras_hub.models.MistralCausalLM,
+    "qwen2": keras_hub.models.QwenCausalLM,
+    "qwen3": keras_hub.models.Qwen3CausalLM,
 }
 
 
@@ -44,23 +47,31 @@ def _hf_decoder(kind, folder):
     import transformers
 
     torch.manual_seed(0)
-    classes = {
-        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
-        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
-        "gemma": (transformers.GemmaConfig, transformers.GemmaForCausalLM),
+    # Wider than the default 0.02, so greedy picks are clear-cut.
+    size = dict(vocab_size=96, initializer_range=0.2)
+    if kind == "gpt2":
+        config = transformers.GPT2Config(
+            n_embd=32, n_layer=2, n_head=4, n_positions=32, **size
+        )
+        transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+        return str(folder)
+    names = {
+        "gemma": "Gemma",
+        "llama": "Llama",
+        "mistral": "Mistral",
+        "qwen2": "Qwen2",
+        "qwen3": "Qwen3",
     }
-    config_class, model_class = classes[kind]
-    config = config_class(
-        vocab_size=96,
+    config = getattr(transformers, f"{names[kind]}Config")(
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=8,
-        # Wider than the default 0.02, so greedy picks are clear-cut.
-        initializer_range=0.2,
+        **size,
     )
+    model_class = getattr(transformers, f"{names[kind]}ForCausalLM")
     model_class(config).eval().save_pretrained(folder)
     return str(folder)
 
@@ -73,14 +84,16 @@ def decoders(tmp_path_factory):
 
 
 def _keras_lm(kind, folder, **adapt_kwargs):
-    """KerasHub's CausalLM of the HF checkpoint, adapted, adapter random."""
+    """`(lm, adapted)`: KerasHub's CausalLM of the HF checkpoint, and it
+    adapted with a random adapter."""
     lm = _CAUSAL_LM[kind](
-        keras_hub.models.Backbone.from_preset(folder), preprocessor=None
+        backbone=keras_hub.models.Backbone.from_preset(folder),
+        preprocessor=None,
     )
     adapted = keras_adalink.adapt(lm, rank=3, dropout=0.0, **adapt_kwargs)
     randomize_adapter(adapted, scale=0.4)
     adapted.compile(sampler="greedy")  # Llama's and Qwen's default: top-k
-    return adapted
+    return lm, adapted
 
 
 def _peft_model(model, folders):
@@ -174,26 +187,52 @@ def test_minilm_hidden_states_equal_adapted_backbone(tmp_path):
 
 @pytest.mark.parametrize("kind", sorted(_CAUSAL_LM))
 def test_decoder_logits_and_greedy_tokens_equal(kind, decoders, tmp_path):
+    import torch
     import transformers
 
-    adapted = _keras_lm(kind, decoders[kind], scale=0.8)
+    lm, adapted = _keras_lm(kind, decoders[kind], scale=0.8)
     folders = keras_adalink.export_peft(adapted, tmp_path / kind)
     with open(os.path.join(folders[0], "adapter_config.json")) as f:
         assert json.load(f)["task_type"] == "CAUSAL_LM"
     hf = transformers.AutoModelForCausalLM.from_pretrained(decoders[kind])
     model = _peft_model(hf, folders)
-
     ids = _prompts(96)
+
+    # The export itself: what PEFT's LoRA adds to the lookup is what the
+    # adapter adds (times Gemma's sqrt(d), which HF applies inside the
+    # lookup and KerasHub right after it, after the adapter).
+    embedding = model.get_input_embeddings()
+    scale = float(getattr(embedding.base_layer, "embed_scale", 1.0))
+    with torch.no_grad():
+        tokens = torch.tensor(ids).long()
+        hf_delta = embedding(tokens) - embedding.base_layer(tokens)
+    keras_delta = _numpy(adapted.backbone.token_embedding(ids)) - _numpy(
+        lm.backbone.token_embedding(ids)
+    )
+    np.testing.assert_allclose(hf_delta.numpy(), scale * keras_delta, atol=1e-5)
+
     x = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
     want = _numpy(adapted(x))
     have = _logits(model, ids)
-    diff = np.abs(have - want).max()
-    print(f"{kind}: logits max abs diff {diff:.2e}")
-    assert diff < ATOL
     with model.disable_adapter():
-        assert np.abs(_logits(model, ids) - want).max() > 100 * ATOL
-
-    import torch
+        base = _logits(model, ids)
+    # The base models' own gap (KerasHub's conversion vs HF's code, no
+    # adapter on either side).
+    base_gap = np.abs(base - _numpy(lm(x))).max()
+    diff = np.abs(have - want).max()
+    print(f"{kind}: logits max abs diff {diff:.2e} (base gap {base_gap:.2e})")
+    assert np.abs(base - want).max() > 100 * ATOL  # The adapter acts.
+    if base_gap >= ATOL:
+        # KerasHub's Mistral converter rounds the checkpoint through
+        # float16: the base models differ by ~5e-3 in logits, so the
+        # adapted pair can only be as close as that.
+        assert diff < 2 * base_gap
+        pytest.skip(
+            f"{kind}: base models differ by {base_gap:.1e} without the "
+            "adapter; lookup exact, logits within that gap; generate() "
+            "not compared"
+        )
+    assert diff < ATOL
 
     length = ids.shape[1] + NEW_TOKENS
     padded = np.zeros((len(ids), length), "int32")
@@ -220,7 +259,7 @@ def test_task_router_mixed_batch(decoders, tmp_path):
     import transformers
 
     kind = "llama"
-    adapted = _keras_lm(kind, decoders[kind], num_tasks=2)
+    _, adapted = _keras_lm(kind, decoders[kind], num_tasks=2)
     folders = keras_adalink.export_peft(adapted, tmp_path / "tasks")
     assert [os.path.basename(f) for f in folders] == ["task_0", "task_1"]
     hf = transformers.AutoModelForCausalLM.from_pretrained(decoders[kind])
@@ -313,7 +352,7 @@ def test_multimodal_backbone_is_refused(tmp_path):
     from tests.test_gemma3_vision import _backbone
 
     adapted = keras_adalink.adapt(_backbone(), rank=2)
-    with pytest.raises(ValueError, match="vision_encoder"):
+    with pytest.raises(ValueError, match="Gemma3Backbone is not in the table"):
         keras_adalink.export_peft(adapted, tmp_path / "out")
     assert os.listdir(tmp_path) == []
 
