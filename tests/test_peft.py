@@ -368,3 +368,34 @@ def test_existing_folder_is_replaced_whole(tmp_path):
         "adapter_model.safetensors",
     ]
     assert os.listdir(tmp_path) == ["out"]
+
+
+@pytest.mark.parametrize(
+    "run, flags, message",
+    [
+        ({"task": "classification"}, [], "a head that PEFT"),
+        ({"task": "generation", "backbone": "gemma_2b_en"}, [], "--base-model"),
+        ({"task": "generation"}, ["--fold"], "drop it for --format peft"),
+    ],
+)
+def test_cli_export_peft_refusals(run, flags, message, tmp_path):
+    from tests.helpers import run_cli
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps(run))
+    out = tmp_path / "out"
+    result = run_cli(
+        "export",
+        "--adapter",
+        folder,
+        "--format",
+        "peft",
+        "--out",
+        out,
+        *flags,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not out.exists()
