@@ -25,6 +25,7 @@ import keras_hub  # noqa: E402
 import keras_adalink  # noqa: E402
 from keras_adalink import sites  # noqa: E402
 from keras_adalink.distribution import layout_source  # noqa: E402
+from keras_adalink.export_peft import hf_twin  # noqa: E402
 from tests import families  # noqa: E402
 
 PAGE = ROOT / "docs" / "coverage.md"
@@ -53,7 +54,10 @@ block of the stack. Each claim below is a test:
 - **layout map**: every variable's layout divides 4x2, 2x4 and 1x8 meshes
   (axes that do not divide are replicated, with a warning), the adapter is
   replicated (`test_layout_map_fits_every_mesh`);
-- **export**: a TF-Serving SavedModel serves the same outputs.
+- **export**: a TF-Serving SavedModel serves the same outputs;
+- **PEFT export**: `export_peft`'s table (`keras_adalink/export_peft.py`):
+  the HF module the embedding LoRA targets, and the HF class; PEFT's
+  outputs equal the adapted model's (`tests/test_peft.py`).
 """
 
 
@@ -121,6 +125,11 @@ def _layout(cls):
     return layout_source(cls)[1] or "none (DataParallel)"
 
 
+def _peft(backbone):
+    twin = hf_twin(type(backbone))
+    return "—" if twin is None else f"`{twin.module}` ({twin.hf_class})"
+
+
 def _generate(name, family):
     if name in families.GENERATE_UNTESTED:
         return "not tested: " + families.GENERATE_UNTESTED[name]
@@ -182,6 +191,7 @@ def _row(name):
         f"| {_generate(name, family)} | {_fold(model)} "
         f"| {_layout(type(backbone))} "
         f"| {families.EXPORT_TESTED.get(name, '—')} "
+        f"| {_peft(backbone)} "
         f"| {family.tested_in.removeprefix('tests/')} |"
     )
 
@@ -221,8 +231,9 @@ def render():
         "## Adapted",
         "",
         "| backbone | kind | modalities | `token_embedding` | `block_input` "
-        "| default | generate() | fold | layout map | export | tests |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| default | generate() | fold | layout map | export | PEFT export "
+        "| tests |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(name) for name in sorted(families.FAMILIES)]
     lines += [
