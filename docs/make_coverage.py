@@ -26,6 +26,7 @@ import keras_hub  # noqa: E402
 import keras_adalink  # noqa: E402
 from keras_adalink import sites  # noqa: E402
 from keras_adalink.distribution import layout_source  # noqa: E402
+from keras_adalink.export_peft import hf_twin  # noqa: E402
 from tests import families  # noqa: E402
 
 PAGE = ROOT / "docs" / "coverage.md"
@@ -59,7 +60,10 @@ block of the stack. Each claim below is a test:
   than at real widths) (`test_layout_map_fits_every_mesh`); a
   ModelParallel fit step equals one device's
   (`test_shape_rule_fit_step_matches_single_device`, one family per kind);
-- **export**: a TF-Serving SavedModel serves the same outputs.
+- **export**: a TF-Serving SavedModel serves the same outputs;
+- **PEFT export**: `export_peft`'s table (`keras_adalink/export_peft.py`):
+  the HF module the embedding LoRA targets, and the HF class; PEFT's
+  outputs equal the adapted model's (`tests/test_peft.py`).
 """
 
 
@@ -140,6 +144,11 @@ def _layout(model):
     return f"{rule}, {share:.0%} split"
 
 
+def _peft(backbone):
+    twin = hf_twin(type(backbone))
+    return "—" if twin is None else f"`{twin.module}` ({twin.hf_class})"
+
+
 def _generate(name, family):
     if name in families.GENERATE_UNTESTED:
         return "not tested: " + families.GENERATE_UNTESTED[name]
@@ -201,6 +210,7 @@ def _row(name):
         f"| {_generate(name, family)} | {_fold(model)} "
         f"| {_layout(model)} "
         f"| {families.EXPORT_TESTED.get(name, '—')} "
+        f"| {_peft(backbone)} "
         f"| {family.tested_in.removeprefix('tests/')} |"
     )
 
@@ -240,8 +250,9 @@ def render():
         "## Adapted",
         "",
         "| backbone | kind | modalities | `token_embedding` | `block_input` "
-        "| default | generate() | fold | layout map | export | tests |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| default | generate() | fold | layout map | export | PEFT export "
+        "| tests |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(name) for name in sorted(families.FAMILIES)]
     lines += [

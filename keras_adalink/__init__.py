@@ -26,6 +26,7 @@ from keras_adalink.compose import task_ids
 from keras_adalink.distribution import get_layout_map
 from keras_adalink.export import export_saved_model
 from keras_adalink.export import tower_models
+from keras_adalink.export_peft import export_peft
 from keras_adalink.fold import fold
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
@@ -52,6 +53,7 @@ __all__ = [
     "compose",
     "datasets",
     "distribution",
+    "export_peft",
     "export_saved_model",
     "fold",
     "get_layout_map",

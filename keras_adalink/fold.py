@@ -30,7 +30,8 @@ _LM_TASKS = tuple(
 _UNTIE_KEYS = ("tie_word_embeddings", "tie_embedding_weights")
 
 
-def _module(adapter, task_id):
+def module_weights(adapter, task_id):
+    """`(W_down, W_up)` of `adapter`'s module (a TaskRouter's `task_id`)."""
     if isinstance(adapter, TaskRouter):
         if task_id is None or not 0 <= task_id < adapter.num_tasks:
             raise ValueError(
@@ -48,7 +49,10 @@ def _module(adapter, task_id):
     return adapter.adalink_down, adapter.adalink_up
 
 
-def _check_foldable(adalink_backbone):
+def check_foldable(adalink_backbone):
+    """Raises unless the adapter is linear and right after the one token
+    lookup: then each token's adapted embedding depends only on its id
+    (what `fold` and `export_peft` need)."""
     base = adalink_backbone.backbone
     table = getattr(base, "token_embedding", None)
     reason = None
@@ -139,7 +143,7 @@ def fold(model, task_id: int | None = None):
     >>> served = keras_adalink.fold(model)  # an adapted classifier
     """
     adalink_backbone = find_adalink_backbone(model)
-    _check_foldable(adalink_backbone)
+    check_foldable(adalink_backbone)
     modes = quantization_modes(adalink_backbone.backbone)
     if modes:
         # Its table holds quantized values and scales: folding the float
@@ -150,7 +154,7 @@ def fold(model, task_id: int | None = None):
             "O(tokens x width x rank) per call), or train it on the float "
             "backbone, fold, then quantize the folded model."
         )
-    down, up = _module(adalink_backbone.adapter, task_id)
+    down, up = module_weights(adalink_backbone.adapter, task_id)
     base = adalink_backbone.backbone
     table = keras.ops.convert_to_numpy(base.token_embedding.embeddings)
     table = table.astype("float32")

@@ -30,6 +30,7 @@ EXAMPLES = """examples:
   keras-adalink eval --adapter runs/rt --data test.csv
   keras-adalink predict --adapter runs/rt --text "a gorgeous, witty film"
   keras-adalink export --adapter runs/rt --out served/1 --fold
+  keras-adalink export --adapter runs/chat --format peft --out peft/chat
   keras-adalink train --data nli.csv --text-column premise \\
       --text-pair-column hypothesis --label-column label \\
       --task classification --out runs/nli
@@ -243,12 +244,26 @@ def parser():
 
     ex = sub.add_parser(
         "export",
-        help="TF-Serving SavedModel (jax/tf)",
+        help="TF-Serving SavedModel (jax/tf) or HF PEFT adapter folder",
         formatter_class=formatter,
     )
     ex.add_argument("--adapter", required=True, help="a run folder")
-    ex.add_argument("--out", required=True, help="SavedModel folder")
+    ex.add_argument(
+        "--out", required=True, help="SavedModel or PEFT adapter folder"
+    )
     ex.add_argument("--fold", action="store_true", help="fold into the table")
+    ex.add_argument(
+        "--format",
+        default="saved_model",
+        choices=["saved_model", "peft"],
+        help="saved_model: TF Serving; peft: a HF PEFT LoRA adapter folder "
+        "of a generation run (docs/serving.md)",
+    )
+    ex.add_argument(
+        "--base-model",
+        help="peft: base_model_name_or_path, the HF model id or folder "
+        "(default: the run's --backbone folder)",
+    )
     ex.set_defaults(func=cmd_export)
 
     co = sub.add_parser(

@@ -1,0 +1,266 @@
+"""Export of an AdaLink to a HuggingFace PEFT LoRA adapter folder.
+
+A linear AdaLink right after the token lookup is exactly a LoRA on the
+input embedding: for token id `i` the adapter adds
+`scale * (E[i] @ W_down) @ W_up`, which PEFT's embedding LoRA computes as
+`(alpha / r) * A^T[i] @ B^T`. With `A = (E @ W_down)^T` (`[r, vocab]`),
+`B = scale * W_up^T` (`[d, r]`) and `lora_alpha = r` (so PEFT's scaling
+`alpha / r` is 1; `use_rslora` is off), the HF twin of the KerasHub
+backbone computes what the adapted Keras model computes.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+from safetensors.numpy import save_file
+
+from keras_adalink.adapter_file import adapter_variables
+from keras_adalink.adapter_file import find_adalink_backbone
+from keras_adalink.fold import check_foldable
+from keras_adalink.fold import module_weights
+from keras_adalink.layers import TaskRouter
+from keras_adalink.quantization import quantization_modes
+from keras_adalink.version import __version__
+
+
+@dataclasses.dataclass(frozen=True)
+class HFTwin:
+    """The HF transformers model a KerasHub backbone's checkpoint maps to.
+
+    Args:
+        module: str. Path of the input token embedding in `hf_class`.
+        hf_class: str. The transformers auto class the folder targets.
+        task_type: str. PEFT's `task_type` for that class.
+        why: str. Why the export is exact for this family, one line.
+    """
+
+    module: str
+    hf_class: str
+    task_type: str
+    why: str
+
+
+def _decoder(why):
+    return HFTwin(
+        "model.embed_tokens", "AutoModelForCausalLM", "CAUSAL_LM", why
+    )
+
+
+_PLAIN_DECODER = (
+    "embed_tokens is the plain lookup KerasHub's token_embedding converts "
+    "from; the blocks read it directly (rotary positions), and the LM head "
+    "uses the original table in both (PEFT adds to the lookup only)"
+)
+_SCALED = (
+    "HF multiplies by sqrt(d) inside embed_tokens (embed_scale), KerasHub "
+    "right after token_embedding, with the adapter in between; PEFT 0.21 "
+    "multiplies the LoRA output by embed_scale too: both give "
+    "sqrt(d) * (E + dE)"
+)
+
+# KerasHub backbone class (subclasses follow, e.g. Llama3Backbone) -> its
+# HF twin. Only families whose equality with PEFT is tested in
+# tests/test_peft.py; multimodal ones (Gemma3, PaliGemma: image tokens
+# join the text after the lookup) are left out.
+TWINS = {
+    "BertBackbone": HFTwin(
+        "embeddings.word_embeddings",
+        "AutoModel",
+        "FEATURE_EXTRACTION",
+        "word_embeddings is the plain lookup; positions, segments and the "
+        "LayerNorm follow it in both",
+    ),
+    "GPT2Backbone": HFTwin(
+        "transformer.wte",
+        "AutoModelForCausalLM",
+        "CAUSAL_LM",
+        "wte is the plain lookup; positions (wpe) are added after it in "
+        "both, and the tied LM head uses the original table in both",
+    ),
+    "LlamaBackbone": _decoder(_PLAIN_DECODER),
+    "MistralBackbone": _decoder(
+        _PLAIN_DECODER + "; KerasHub's converter rounds the checkpoint "
+        "through float16, so the base models differ by that rounding"
+    ),
+    "QwenBackbone": _decoder(_PLAIN_DECODER),
+    "Qwen3Backbone": _decoder(_PLAIN_DECODER),
+    "GemmaBackbone": _decoder(_SCALED),
+}
+
+
+def hf_twin(backbone_class):
+    """The `HFTwin` of a KerasHub backbone class, or `None`."""
+    for klass in backbone_class.__mro__:
+        if klass.__name__ in TWINS:
+            return TWINS[klass.__name__]
+    return None
+
+
+def _refuse(reason):
+    raise ValueError(f"Cannot export to PEFT (nothing written): {reason}")
+
+
+def _check(model, adalink_backbone):
+    base = adalink_backbone.backbone
+    name = type(base).__name__
+    twin = hf_twin(type(base))
+    if twin is None:
+        _refuse(
+            f"{name} is not in the table of families with a known HF "
+            f"embedding module ({', '.join(sorted(TWINS))}; see "
+            "keras_adalink/export_peft.py)."
+        )
+    try:
+        check_foldable(adalink_backbone)
+        if not isinstance(adalink_backbone.adapter, TaskRouter):
+            module_weights(adalink_backbone.adapter, None)
+    except ValueError as error:
+        _refuse(f"a PEFT embedding LoRA is a fold of the table. {error}")
+    modes = quantization_modes(base)
+    if modes:
+        _refuse(
+            f"the backbone is quantized ({modes}); the adapter was trained "
+            "on other embeddings than the float HF checkpoint's. Export it "
+            "from the float backbone."
+        )
+    own = {id(v) for v in adalink_backbone.adapter.weights}
+    head = [p for p, v in adapter_variables(model).items() if id(v) not in own]
+    if head:
+        _refuse(
+            f"the model trains variables outside the adapter ({head[:3]}), "
+            "a head PEFT's embedding LoRA cannot carry. Export the adapted "
+            "backbone (`model.backbone`) and serve the head yourself."
+        )
+    return twin
+
+
+def _folder_names(adapter):
+    if not isinstance(adapter, TaskRouter):
+        return [None]
+    names = adapter.task_names or [
+        f"task_{i}" for i in range(adapter.num_tasks)
+    ]
+    for name in names:
+        if name in (".", "..") or any(c in name for c in "/\\\0"):
+            _refuse(f"task name {name!r} is not a folder name.")
+    return names
+
+
+def _lora_tensors(table, down, up, scale, module):
+    down = keras.ops.convert_to_numpy(down).astype("float32")
+    up = keras.ops.convert_to_numpy(up).astype("float32")
+    prefix = f"base_model.model.{module}"
+    return {
+        f"{prefix}.lora_embedding_A": np.ascontiguousarray((table @ down).T),
+        f"{prefix}.lora_embedding_B": np.ascontiguousarray(scale * up.T),
+    }
+
+
+def _config(twin, rank, base_model):
+    return {
+        "peft_type": "LORA",
+        "task_type": twin.task_type,
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": rank,
+        "use_rslora": False,
+        "use_dora": False,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "target_modules": [twin.module.rsplit(".", 1)[-1]],
+        "modules_to_save": None,
+        "init_lora_weights": True,
+        "inference_mode": True,
+    }
+
+
+def _write_folder(folder, config, tensors, record):
+    os.makedirs(folder)
+    with open(os.path.join(folder, "adapter_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    metadata = {"format": "pt", "keras_adalink": json.dumps(record)}
+    save_file(
+        tensors, os.path.join(folder, "adapter_model.safetensors"), metadata
+    )
+
+
+def export_peft(model, path, base_model: str | None = None) -> list[str]:
+    """Writes `model`'s adapter as a HuggingFace PEFT LoRA adapter folder.
+
+    The folder (`adapter_config.json`, `adapter_model.safetensors`) holds
+    an embedding LoRA equal to the adapter (see the module docstring), for
+    the HF checkpoint the KerasHub backbone was converted from: load it
+    with `peft.PeftModel.from_pretrained(hf_model, path)`. Decoders target
+    `AutoModelForCausalLM` (tensor names under `model.embed_tokens`, GPT-2
+    `transformer.wte`), encoders `AutoModel` (`embeddings.word_embeddings`).
+    A `TaskRouter` writes one sub-folder per task, named by its
+    `task_names` (else `task_0`, `task_1`, ...), loadable side by side and
+    mixed per row with PEFT's `adapter_names=`.
+
+    Everything is checked before anything is written, and the folder
+    appears complete or not at all: a nonlinear adapter, one not right
+    after the token lookup (`insertion="block_input"`), a `ModalityRouter`,
+    a quantized backbone, a trained head, or a family outside
+    `TWINS` raise `ValueError` with the reason.
+
+    Args:
+        model: an adapted backbone or task (from `keras_adalink.adapt`).
+        path: str or path-like. The folder to write (replaced if present).
+        base_model: str. `base_model_name_or_path` in the config: the HF
+            model id or folder of the base checkpoint. Defaults to `None`.
+
+    Returns:
+        The folders written: `[path]`, or one per task.
+
+    Example:
+    >>> lm = keras_adalink.adapt(gemma_lm, rank=2)
+    >>> keras_adalink.export_peft(lm, "gemma_peft", base_model="./gemma")
+    ['...gemma_peft']
+    >>> sorted(os.listdir("gemma_peft"))
+    ['adapter_config.json', 'adapter_model.safetensors']
+
+    Then, with `transformers` and `peft`:
+    `peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(
+    "./gemma"), "gemma_peft")`.
+    """
+    path = os.path.abspath(os.fspath(path))
+    adalink_backbone = find_adalink_backbone(model)
+    twin = _check(model, adalink_backbone)
+    if os.path.exists(path) and not os.path.isdir(path):
+        _refuse(f"'{path}' exists and is not a folder.")
+    adapter = adalink_backbone.adapter
+    table = keras.ops.convert_to_numpy(
+        adalink_backbone.backbone.token_embedding.embeddings
+    ).astype("float32")
+    names = _folder_names(adapter)
+    config = _config(twin, adapter.rank, base_model)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".peft-partial-")
+    root = os.path.join(tmp, "out")
+    try:
+        for index, name in enumerate(names):
+            down, up = module_weights(adapter, index if name else None)
+            tensors = _lora_tensors(table, down, up, adapter.scale, twin.module)
+            record = {
+                "keras_adalink_version": __version__,
+                "backbone": type(adalink_backbone.backbone).__name__,
+                "hf_class": twin.hf_class,
+                "task": name,
+            }
+            folder = os.path.join(root, name) if name else root
+            _write_folder(folder, config, tensors, record)
+        if os.path.exists(path):  # Replaced only once the new one is whole.
+            os.replace(path, os.path.join(tmp, "old"))
+        os.replace(root, path)
+    finally:
+        shutil.rmtree(tmp)
+    if names[0] is None:
+        return [path]
+    return [os.path.join(path, name) for name in names]

@@ -1,0 +1,401 @@
+"""export_peft(): HF transformers + PEFT compute what the adapted model does.
+
+Against the real clients (transformers, peft: the `peft` extra) on CPU:
+the real MiniLM, and tiny random HF decoders saved with `save_pretrained`
+and read by KerasHub's own converters. Torch backend only (the HF side is
+torch; the export itself is numpy).
+"""
+
+import importlib.util
+import json
+import os
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import keras_adalink
+from tests.conftest import BACKBONES
+from tests.conftest import randomize_adapter
+
+pytestmark = [
+    pytest.mark.skipif(
+        keras.backend.backend() != "torch", reason="the HF side is torch"
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("peft") is None,
+        reason="needs the `peft` extra (transformers, peft)",
+    ),
+]
+
+ATOL = 1e-4
+NEW_TOKENS = 4
+_CAUSAL_LM = {
+    "gemma": keras_hub.models.GemmaCausalLM,
+    "gpt2": keras_hub.models.GPT2CausalLM,
+    "llama": keras_hub.models.LlamaCausalLM,
+    "mistral": keras_hub.models.MistralCausalLM,
+    "qwen2": keras_hub.models.QwenCausalLM,
+    "qwen3": keras_hub.models.Qwen3CausalLM,
+}
+
+
+def _hf_decoder(kind, folder):
+    """A tiny random HF causal LM of `kind`, saved in `folder`."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    # Wider than the default 0.02, so greedy picks are clear-cut.
+    size = dict(vocab_size=96, initializer_range=0.2)
+    if kind == "gpt2":
+        config = transformers.GPT2Config(
+            n_embd=32, n_layer=2, n_head=4, n_positions=32, **size
+        )
+        transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+        return str(folder)
+    names = {
+        "gemma": "Gemma",
+        "llama": "Llama",
+        "mistral": "Mistral",
+        "qwen2": "Qwen2",
+        "qwen3": "Qwen3",
+    }
+    config = getattr(transformers, f"{names[kind]}Config")(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        **size,
+    )
+    model_class = getattr(transformers, f"{names[kind]}ForCausalLM")
+    model_class(config).eval().save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def decoders(tmp_path_factory):
+    """`{kind: HF checkpoint folder}`, each built once."""
+    root = tmp_path_factory.mktemp("hf")
+    return {kind: _hf_decoder(kind, root / kind) for kind in _CAUSAL_LM}
+
+
+def _keras_lm(kind, folder, **adapt_kwargs):
+    """`(lm, adapted)`: KerasHub's CausalLM of the HF checkpoint, and it
+    adapted with a random adapter."""
+    lm = _CAUSAL_LM[kind](
+        backbone=keras_hub.models.Backbone.from_preset(folder),
+        preprocessor=None,
+    )
+    adapted = keras_adalink.adapt(lm, rank=3, dropout=0.0, **adapt_kwargs)
+    randomize_adapter(adapted, scale=0.4)
+    adapted.compile(sampler="greedy")  # Llama's and Qwen's default: top-k
+    return lm, adapted
+
+
+def _peft_model(model, folders):
+    """`model` (HF) with the exported `folders` loaded, each its own name."""
+    import peft
+    from safetensors import safe_open
+
+    first, *rest = folders
+    name = os.path.basename
+    model = peft.PeftModel.from_pretrained(
+        model, first, adapter_name=name(first)
+    )
+    for folder in rest:
+        model.load_adapter(folder, adapter_name=name(folder))
+    # Each tensor written is one PEFT reads back (none left at its init).
+    for folder in folders:
+        path = os.path.join(folder, "adapter_model.safetensors")
+        with safe_open(path, "np") as f:
+            written = {k: f.get_tensor(k) for k in f.keys()}
+        loaded = peft.get_peft_model_state_dict(
+            model, adapter_name=name(folder), save_embedding_layers=False
+        )
+        assert set(loaded) == set(written)
+        for key, value in written.items():
+            np.testing.assert_array_equal(loaded[key].numpy(), value)
+    return model.eval()
+
+
+def _numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def _prompts(vocab, batch=2, length=5):
+    ids = np.random.default_rng(3).integers(1, vocab, size=(batch, length))
+    return ids.astype("int32")
+
+
+def _logits(hf, ids, **kwargs):
+    import torch
+
+    with torch.no_grad():
+        out = hf(input_ids=torch.tensor(ids, dtype=torch.long), **kwargs)
+    return out.logits.numpy()
+
+
+def test_minilm_hidden_states_equal_adapted_backbone(tmp_path):
+    import torch
+    import transformers
+
+    from keras_adalink.datasets import minilm_path
+
+    path = str(minilm_path())
+    backbone = keras_hub.models.BertBackbone.from_preset(path)
+    adapted = keras_adalink.adapt(backbone, rank=4, dropout=0.0, scale=0.7)
+    randomize_adapter(adapted, scale=0.3)
+    folders = keras_adalink.export_peft(adapted, tmp_path / "a", path)
+    with open(os.path.join(folders[0], "adapter_config.json")) as f:
+        config = json.load(f)
+    assert config["base_model_name_or_path"] == path
+    assert config["target_modules"] == ["word_embeddings"]
+
+    ids = np.array(
+        [[101, 2023, 3185, 2001, 2307, 102], [101, 7592, 102, 0, 0, 0]],
+        "int32",
+    )
+    mask = ids != 0
+    x = {"token_ids": ids, "segment_ids": 0 * ids, "padding_mask": mask}
+    want = _numpy(adapted(x)["sequence_output"])
+    # KerasHub's BERT uses the tanh GELU where this checkpoint says the
+    # exact one (a ~4e-3 gap between the base models themselves, whatever
+    # the adapter): the HF twin gets KerasHub's GELU.
+    hf = transformers.AutoModel.from_pretrained(
+        path, hidden_act="gelu_pytorch_tanh"
+    )
+    model = _peft_model(hf, folders)
+    torch_x = dict(
+        input_ids=torch.tensor(ids, dtype=torch.long),
+        attention_mask=torch.tensor(mask, dtype=torch.long),
+        token_type_ids=torch.zeros(ids.shape, dtype=torch.long),
+    )
+    with torch.no_grad():
+        have = model(**torch_x).last_hidden_state.numpy()
+        with model.disable_adapter():
+            base = model(**torch_x).last_hidden_state.numpy()
+    diff = np.abs(have - want)[mask].max()
+    print(f"MiniLM: max abs diff {diff:.2e}")
+    assert diff < ATOL
+    # The adapter acts: without it HF's outputs are far from the adapted.
+    assert np.abs(base - want)[mask].max() > 100 * ATOL
+
+
+@pytest.mark.parametrize("kind", sorted(_CAUSAL_LM))
+def test_decoder_logits_and_greedy_tokens_equal(kind, decoders, tmp_path):
+    import torch
+    import transformers
+
+    lm, adapted = _keras_lm(kind, decoders[kind], scale=0.8)
+    folders = keras_adalink.export_peft(adapted, tmp_path / kind)
+    with open(os.path.join(folders[0], "adapter_config.json")) as f:
+        assert json.load(f)["task_type"] == "CAUSAL_LM"
+    hf = transformers.AutoModelForCausalLM.from_pretrained(decoders[kind])
+    model = _peft_model(hf, folders)
+    ids = _prompts(96)
+
+    # The export itself: what PEFT's LoRA adds to the lookup is what the
+    # adapter adds (times Gemma's sqrt(d), which HF applies inside the
+    # lookup and KerasHub right after it, after the adapter).
+    embedding = model.get_input_embeddings()
+    scale = float(getattr(embedding.base_layer, "embed_scale", 1.0))
+    with torch.no_grad():
+        tokens = torch.tensor(ids).long()
+        hf_delta = embedding(tokens) - embedding.base_layer(tokens)
+    keras_delta = _numpy(adapted.backbone.token_embedding(ids)) - _numpy(
+        lm.backbone.token_embedding(ids)
+    )
+    np.testing.assert_allclose(hf_delta.numpy(), scale * keras_delta, atol=1e-5)
+
+    x = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
+    want = _numpy(adapted(x))
+    have = _logits(model, ids)
+    with model.disable_adapter():
+        base = _logits(model, ids)
+    # The base models' own gap (KerasHub's conversion vs HF's code, no
+    # adapter on either side).
+    base_gap = np.abs(base - _numpy(lm(x))).max()
+    diff = np.abs(have - want).max()
+    print(f"{kind}: logits max abs diff {diff:.2e} (base gap {base_gap:.2e})")
+    assert np.abs(base - want).max() > 100 * ATOL  # The adapter acts.
+    if base_gap >= ATOL:
+        # KerasHub's Mistral converter rounds the checkpoint through
+        # float16: the base models differ by ~5e-3 in logits, so the
+        # adapted pair can only be as close as that.
+        assert diff < 2 * base_gap
+        pytest.skip(
+            f"{kind}: base models differ by {base_gap:.1e} without the "
+            "adapter; lookup exact, logits within that gap; generate() "
+            "not compared"
+        )
+    assert diff < ATOL
+
+    length = ids.shape[1] + NEW_TOKENS
+    padded = np.zeros((len(ids), length), "int32")
+    padded[:, : ids.shape[1]] = ids
+    keras_tokens = _numpy(
+        adapted.generate(
+            {"token_ids": padded, "padding_mask": padded != 0},
+            max_length=length,
+            stop_token_ids=None,
+        )["token_ids"]
+    )
+    hf_tokens = model.generate(
+        input_ids=torch.tensor(ids, dtype=torch.long),
+        attention_mask=torch.ones(ids.shape, dtype=torch.long),
+        max_new_tokens=NEW_TOKENS,
+        min_new_tokens=NEW_TOKENS,
+        do_sample=False,
+        pad_token_id=0,
+    ).numpy()
+    np.testing.assert_array_equal(hf_tokens, keras_tokens)
+
+
+def test_task_router_mixed_batch(decoders, tmp_path):
+    import transformers
+
+    kind = "llama"
+    _, adapted = _keras_lm(kind, decoders[kind], num_tasks=2)
+    folders = keras_adalink.export_peft(adapted, tmp_path / "tasks")
+    assert [os.path.basename(f) for f in folders] == ["task_0", "task_1"]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(decoders[kind])
+    model = _peft_model(hf, folders)
+
+    ids = _prompts(96, batch=4)
+    task_id = np.array([0, 1, 1, 0], "int32")
+    want = _numpy(
+        adapted(
+            {
+                "token_ids": ids,
+                "padding_mask": np.ones_like(ids, bool),
+                "task_id": task_id,
+            }
+        )
+    )
+    have = _logits(model, ids, adapter_names=[f"task_{t}" for t in task_id])
+    diff = np.abs(have - want).max()
+    print(f"TaskRouter mixed batch: logits max abs diff {diff:.2e}")
+    assert diff < ATOL
+    # The two tasks' rows differ, so routing is what is tested.
+    assert np.abs(want[0] - _numpy(adapted(_one_task(ids, 1)))[0]).max() > 0.1
+
+
+def _one_task(ids, task):
+    return {
+        "token_ids": ids,
+        "padding_mask": np.ones_like(ids, bool),
+        "task_id": np.full(len(ids), task, "int32"),
+    }
+
+
+def _tiny_llama():
+    return keras_hub.models.LlamaBackbone(
+        vocabulary_size=40,
+        num_layers=1,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=16,
+        intermediate_dim=32,
+    )
+
+
+REFUSALS = {
+    "activation": (
+        lambda: keras_adalink.adapt(_tiny_llama(), rank=2, activation="relu"),
+        "activation",
+    ),
+    "block_input": (
+        lambda: keras_adalink.adapt(
+            _tiny_llama(), rank=2, insertion="block_input"
+        ),
+        "block_input",
+    ),
+    "modality_router": (
+        lambda: keras_adalink.adapt(_tiny_llama(), rank=2, modalities=["text"]),
+        "ModalityRouter",
+    ),
+    "family_not_in_table": (
+        lambda: keras_adalink.adapt(BACKBONES["roberta"](), rank=2),
+        "RobertaBackbone is not in the table",
+    ),
+    "no_adapter": (_tiny_llama, "holds no keras_adalink adapter"),
+    "quantized": (
+        lambda: keras_adalink.adapt(_tiny_llama(), rank=2, quantize="int8"),
+        "quantized",
+    ),
+    "head": (
+        lambda: keras_adalink.adapt(
+            keras_hub.models.BertTextClassifier(
+                BACKBONES["bert"](), num_classes=2, preprocessor=None
+            ),
+            rank=2,
+        ),
+        "outside the adapter",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_refusals_write_nothing(case, tmp_path):
+    build, message = REFUSALS[case]
+    model = build()
+    with pytest.raises(ValueError, match=message):
+        keras_adalink.export_peft(model, tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
+def test_multimodal_backbone_is_refused(tmp_path):
+    from tests.test_gemma3_vision import _backbone
+
+    adapted = keras_adalink.adapt(_backbone(), rank=2)
+    with pytest.raises(ValueError, match="Gemma3Backbone is not in the table"):
+        keras_adalink.export_peft(adapted, tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
+def test_existing_folder_is_replaced_whole(tmp_path):
+    adapted = keras_adalink.adapt(_tiny_llama(), rank=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    keras_adalink.export_peft(adapted, out)
+    assert sorted(os.listdir(out)) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    assert os.listdir(tmp_path) == ["out"]
+
+
+@pytest.mark.parametrize(
+    "run, flags, message",
+    [
+        ({"task": "classification"}, [], "a head that PEFT"),
+        ({"task": "generation", "backbone": "gemma_2b_en"}, [], "--base-model"),
+        ({"task": "generation"}, ["--fold"], "drop it for --format peft"),
+    ],
+)
+def test_cli_export_peft_refusals(run, flags, message, tmp_path):
+    from tests.helpers import run_cli
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps(run))
+    out = tmp_path / "out"
+    result = run_cli(
+        "export",
+        "--adapter",
+        folder,
+        "--format",
+        "peft",
+        "--out",
+        out,
+        *flags,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not out.exists()
