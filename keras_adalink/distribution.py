@@ -20,7 +20,7 @@ replicated: at least 90% of every adapted family's backbone bytes are split
 
 The AdaLink weights are replicated: they are `2 * d * r` numbers (3,072 for
 MiniLM at rank 4), so splitting them saves no memory worth having and adds
-a gather to every step (benchmarks/distribution.py measures both). All keys
+a gather to every step. All keys
 are matched with `re.fullmatch` (Keras' rule) and anchored on layer names,
 so no backbone pattern can match an adapter path, the trap of keras#19496;
 the tests check the layout of every variable.

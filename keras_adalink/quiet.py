@@ -52,7 +52,13 @@ def quiet_start(argv=None):
         tf.config.list_physical_devices()  # device probing logs, too
         import keras
 
-        keras.ops.convert_to_numpy(keras.ops.ones(1))  # backend start-up
+        # Backend start-up, except where jax must join other processes
+        # first (`train --coordinator`, keras_adalink/cli/distributed.py).
+        argv = sys.argv if argv is None else argv
+        if not any(
+            a.startswith(("--coordinator", "--num-processes")) for a in argv
+        ) and not os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES"):
+            keras.ops.convert_to_numpy(keras.ops.ones(1))
 
 
 def progress():

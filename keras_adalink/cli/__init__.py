@@ -11,6 +11,7 @@ perplexity per epoch, train and validation, and final), `checkpoint.npz`
 import argparse
 import sys
 
+from keras_adalink.cli import distributed
 from keras_adalink.cli.commands import cmd_compose
 from keras_adalink.cli.commands import cmd_demo
 from keras_adalink.cli.commands import cmd_eval
@@ -186,6 +187,7 @@ def parser():
     )
     train.add_argument("--seed", type=int, default=0, help="random seed")
     train.add_argument("--out", required=True, help="run folder to write")
+    distributed.add_arguments(train)
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser(
@@ -256,8 +258,7 @@ def parser():
         "--format",
         default="saved_model",
         choices=["saved_model", "peft"],
-        help="saved_model: TF Serving; peft: a HF PEFT LoRA adapter folder "
-        "of a generation run (docs/serving.md)",
+        help="saved_model: TF Serving; peft: HF PEFT LoRA folder",
     )
     ex.add_argument(
         "--base-model",

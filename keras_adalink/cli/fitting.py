@@ -94,18 +94,78 @@ def _rows(tree, order):
     return keras.tree.map_structure(lambda a: a[order], tree)
 
 
-def fit_epochs(model, data, *, args, expected, validation=None):
-    """Trains `model` on `data = (x, y, sample_weight or None)`.
+def schedule(rows, args, placement):
+    """`(steps an epoch, steps in all, epochs)` for `rows` examples.
 
-    Returns the per-epoch history (a dict of lists, validation included),
-    continuing the checkpoint's when `args.resume` finds one.
+    On a mesh every step is a full global batch (the data axis splits it
+    evenly): the last partial batch of an epoch is left out.
     """
-    x, y, weights = data
-    per_epoch = -(-len(y) // args.batch_size)
+    if placement.distribution is None:
+        per_epoch = -(-rows // args.batch_size)
+    else:
+        per_epoch = rows // args.batch_size
+        if not per_epoch:
+            raise CliError(
+                f"--batch-size {args.batch_size} is larger than the "
+                f"{rows} training rows"
+            )
     steps = args.epochs * per_epoch
     if args.max_steps:
         steps = min(steps, args.max_steps)
-    epochs = -(-steps // per_epoch)
+    return per_epoch, steps, -(-steps // per_epoch)
+
+
+def local_rows(order, batch_size, placement):
+    """This process's rows of each global batch of `order`, in step order
+    (all of `order` on one process)."""
+    if placement.count == 1:
+        return order
+    return np.concatenate(
+        [
+            order[slice(*placement.local(start, start + batch_size))]
+            for start in range(0, len(order) - batch_size + 1, batch_size)
+        ]
+    )
+
+
+def shard(data, args, placement):
+    """This process's rows of `data = (x, y[, sample_weight])`, whole
+    per-process batches: every process feeds its part of each global
+    batch (all of `data` on one process)."""
+    if placement.count == 1:
+        return data
+    x, y, *weights = data
+    rows = local_rows(np.arange(len(y)), args.batch_size, placement)
+    return (
+        _rows(x, rows),
+        y[rows],
+        *[w if w is None else w[rows] for w in weights],
+    )
+
+
+def evaluate(model, data, args, placement):
+    """`model.evaluate` metrics over `data = (x, y, sample_weight)`, every
+    process feeding its own rows; the same numbers on every process."""
+    x, y, weights = shard(data, args, placement)
+    return model.evaluate(
+        x,
+        y,
+        sample_weight=weights,
+        batch_size=args.batch_size // placement.count,
+        verbose=0,
+        return_dict=True,
+    )
+
+
+def fit_epochs(model, data, *, args, expected, placement, validation=None):
+    """Trains `model` on `data = (x, y, sample_weight or None)`.
+
+    Returns the per-epoch history (a dict of lists, validation included),
+    continuing the checkpoint's when `args.resume` finds one. Only the
+    process that `placement.writes` writes the checkpoint and logs.
+    """
+    x, y, weights = data
+    per_epoch, steps, epochs = schedule(len(y), args, placement)
     model.optimizer.build(model.trainable_variables)
     history, start = {}, 0
     meta = (
@@ -113,26 +173,34 @@ def fit_epochs(model, data, *, args, expected, validation=None):
     )
     if meta is not None:
         history, start = meta["history"], meta["epochs_done"]
-    callbacks = [keras.callbacks.TensorBoard(os.path.join(args.out, "logs"))]
+    callbacks = []
+    if placement.writes:
+        logs = os.path.join(args.out, "logs")
+        callbacks.append(keras.callbacks.TensorBoard(logs))
     for epoch in range(start, epochs):
         done = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         if done >= steps:
             break
         order = np.random.default_rng([args.seed, epoch]).permutation(len(y))
+        if placement.distribution is not None:  # Whole global batches.
+            order = order[: per_epoch * args.batch_size]
+        order = local_rows(order, args.batch_size, placement)
         result = model.fit(
             _rows(x, order),
             y[order],
             sample_weight=None if weights is None else weights[order],
-            batch_size=args.batch_size,
+            batch_size=args.batch_size // placement.count,
             initial_epoch=epoch,
             epochs=epochs,
             shuffle=False,
-            validation_data=validation,
+            validation_data=validation and shard(validation, args, placement),
+            validation_batch_size=args.batch_size // placement.count,
             callbacks=callbacks + [StopAfter(steps, done)],
             verbose=progress(),
         )
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
         meta = {"expected": expected, "epochs_done": epoch + 1}
-        save_checkpoint(model, args.out, {**meta, "history": history})
+        if placement.writes:
+            save_checkpoint(model, args.out, {**meta, "history": history})
     return history

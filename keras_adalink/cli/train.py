@@ -7,8 +7,11 @@ import os
 import keras
 import numpy as np
 
+from keras_adalink.cli import distributed
 from keras_adalink.cli import generation
+from keras_adalink.cli.fitting import evaluate
 from keras_adalink.cli.fitting import fit_epochs
+from keras_adalink.cli.fitting import schedule
 from keras_adalink.cli.runs import CliError
 from keras_adalink.cli.runs import build
 from keras_adalink.cli.runs import multi_task
@@ -253,23 +256,38 @@ def _prepare(run, args, rows):
     return model, trainer, (x, y, None), val, final
 
 
+def _build(run):
+    return (multi_task(run) if "tasks" in run else build(run))[0]
+
+
 def cmd_train(args):
     import keras_adalink
 
+    placement = distributed.place(args)
     rows = read_rows(args.data, args.split)
     run = run_spec(args, rows)
     keras.utils.set_random_seed(args.seed)
+    distributed.enter(placement, args, lambda: _build(run))
+    keras.utils.set_random_seed(args.seed)
     model, trainer, data, validation, final = _prepare(run, args, rows)
-    per_epoch = -(-len(data[1]) // args.batch_size)
-    steps = args.epochs * per_epoch
-    if args.max_steps:
-        steps = min(steps, args.max_steps)
+    if placement.distribution is not None:
+        # On a mesh, every process's evaluate() gives the global metrics.
+        def final():
+            out = {"train": evaluate(trainer, data, args, placement)}
+            if validation:
+                out["validation"] = evaluate(
+                    trainer, (*validation, None)[:3], args, placement
+                )
+            return out
+
+    _, steps, _ = schedule(len(data[1]), args, placement)
     learning_rate = args.learning_rate
     if learning_rate is None:
         learning_rate = default_learning_rate(args.rank)
     task = run.get("task") or run["tasks"][run["task_names"][0]]["task"]
     _compile(trainer, task, learning_rate, steps, args)
-    os.makedirs(args.out, exist_ok=True)
+    if placement.writes:
+        os.makedirs(args.out, exist_ok=True)
     flags = ("data", "split", "val_data", "val_split", "epochs", "batch_size")
     flags += ("max_steps", "seed")
     expected = {
@@ -279,10 +297,12 @@ def cmd_train(args):
         **{f: getattr(args, f) for f in flags},
     }
     history = fit_epochs(
-        trainer, data, args=args, expected=expected, validation=validation
-    )
-    keras_adalink.save_adapter(
-        model, os.path.join(args.out, "adapter.safetensors")
+        trainer,
+        data,
+        args=args,
+        expected=expected,
+        placement=placement,
+        validation=validation,
     )
     metrics = {
         "history": history,
@@ -293,6 +313,11 @@ def cmd_train(args):
         "decay": args.decay,
         **final(),
     }
+    if not placement.writes:
+        return
+    keras_adalink.save_adapter(
+        model, os.path.join(args.out, "adapter.safetensors")
+    )
     write_json(os.path.join(args.out, "run.json"), run)
     curves = metrics["history"]  # NaN stays NaN in the plot
     metrics = _finite(metrics)
