@@ -43,6 +43,14 @@ def _child(args):
     from keras_adalink.distribution import _frozen_backbone
     from tests.distributed_families import _adapted
     from tests.families import FAMILIES
+    from tests.families import build
+
+    def adapted(name, weights=None):
+        keras.utils.set_random_seed(0)
+        model = keras_adalink.adapt(build(name), rank=2)
+        if weights is not None:
+            model.set_weights(weights)
+        return model
 
     warnings.simplefilter("ignore")
     devices = keras.distribution.list_devices()
@@ -53,14 +61,14 @@ def _child(args):
     names = sorted(FAMILIES)[: 4 if args.quick else None]
     rows = []
     for name in names:
-        reference, x, y = _adapted(name)
+        reference = adapted(name)
         layout_map = keras_adalink.get_layout_map(reference, mesh)
         weights = reference.get_weights()
         distribution = keras.distribution.ModelParallel(
             layout_map=layout_map, batch_dim_name="batch"
         )
         with distribution.scope():
-            model, _, _ = _adapted(name, weights)
+            model = adapted(name, weights)
         backbone = _frozen_backbone(model).weights
         adapter = [v for v in model.weights if "adalink" in v.path]
 

@@ -34,6 +34,8 @@ from keras_adalink.layers import TaskHeads
 from keras_adalink.layers import TaskRouter
 from keras_adalink.metrics import PearsonR
 from keras_adalink.models import AdaLinkBackbone
+from keras_adalink.presets import from_preset
+from keras_adalink.presets import save_adapter_preset
 from keras_adalink.schedules import WarmupRsqrtDecay
 from keras_adalink.schedules import adam_with_warmup
 from keras_adalink.version import __version__
@@ -56,11 +58,13 @@ __all__ = [
     "export_peft",
     "export_saved_model",
     "fold",
+    "from_preset",
     "get_layout_map",
     "heads",
     "load_adapter",
     "reattach",
     "save_adapter",
+    "save_adapter_preset",
     "task_ids",
     "tower_models",
 ]

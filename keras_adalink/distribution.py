@@ -121,6 +121,14 @@ def _fill_by_shape(layout_map, model, model_dim):
         if axes is not None:
             wanted[variable.path] = axes
     _biases_follow_kernels(layout_map, model, wanted)
+    _add_general(layout_map, model, wanted)
+
+
+def _add_general(layout_map, model, wanted):
+    """Adds `{path: axes}` to the map: one pattern per group of paths that
+    differ only in layer counters and agree on their axes (it then fits any
+    build of the model), exact paths where a group's pattern would match
+    another variable or the axes differ."""
     groups = {}
     for path in wanted:
         groups.setdefault(_general(path), []).append(path)
@@ -138,18 +146,25 @@ def _fit_to_mesh(layout_map, model, strict):
     """Replicates each axis of `model`'s variables the mesh does not divide.
 
     A rule that splits, say, a 2-head query kernel over a model axis of 4
-    would fail inside `fit` (jax: `IndivisibleError`). Such a variable gets
-    an exact-path entry (Keras looks exact paths up before patterns) with
-    that axis replicated.
+    would fail inside `fit` (jax: `IndivisibleError`). Such a variable is
+    split another axis by the shape rule (or replicated); the rule's
+    pattern gives way to entries for each variable it matched, keyed like
+    the shape rule's, so the fitted map also fits another build.
     """
     mesh = layout_map.device_mesh
     sizes = dict(zip(mesh.axis_names, mesh.shape))
-    fixed = []
+    fixed, by_key = [], {}
     for variable in model.weights:
         layout = layout_map[variable.path]
         if layout is None:
             continue
         axes = tuple(layout.axes)
+        key = next(
+            k
+            for k in layout_map
+            if k == variable.path or re.fullmatch(k, variable.path)
+        )
+        by_key.setdefault(key, {})[variable.path] = axes
         if all(
             axis is None or dim is None or dim % sizes[axis] == 0
             for axis, dim in zip(axes, variable.shape)
@@ -158,8 +173,13 @@ def _fit_to_mesh(layout_map, model, strict):
         # Split another axis the mesh divides, by the shape rule, or none.
         model_axis = next(a for a, d in zip(axes, variable.shape) if a)
         fitted = by_shape(variable.shape, sizes[model_axis], model_axis)
-        layout_map[variable.path] = fitted or (None,) * len(axes)
+        by_key[key][variable.path] = fitted or (None,) * len(axes)
+        by_key[key]["refit"] = True
         fixed.append(f"{variable.path} {tuple(variable.shape)}")
+    for key, entries in by_key.items():
+        if entries.pop("refit", False):
+            del layout_map[key]
+            _add_general(layout_map, model, entries)
     if fixed and strict:
         raise ValueError(
             f"The mesh {dict(sizes)} does not divide these variables along "

@@ -42,6 +42,19 @@ PRIVATE_API = (
         "add a weight to a built layer (`unlocked`)",
     ),
     (
+        "keras_hub.src.utils.preset_utils",
+        "get_preset_loader",
+        "load an adapted task's preset: KerasHub's `Task.from_preset` looks "
+        "the task class up by the backbone class, which an `AdaLinkBackbone` "
+        "is not (`load_task_preset`)",
+    ),
+    (
+        "keras_hub.src.utils.preset_utils",
+        "get_file",
+        "fetch one file of a preset handle through KerasHub's download path "
+        "(`preset_file`)",
+    ),
+    (
         "keras_hub.src.models.moonshine.moonshine_backbone.MoonshineBackbone",
         "_compute_mask_layer",
         "a private backbone layer a KerasHub task calls directly "
@@ -146,3 +159,20 @@ def unlocked(layer):
         yield layer
     finally:
         layer._tracker.lock()
+
+
+def load_task_preset(preset, cls):
+    """The task of class `cls` (weights, preprocessor and its assets) saved
+    in `preset` by `save_to_preset`, whatever its backbone's class."""
+    from keras_hub.src.utils.preset_utils import get_preset_loader
+
+    loader = get_preset_loader(preset)
+    return loader.load_task(cls, load_weights=True, load_task_weights=True)
+
+
+def preset_file(preset, name):
+    """The local path of file `name` of `preset` (a folder, or a handle
+    KerasHub downloads: `kaggle://`, `hf://`, a preset name)."""
+    from keras_hub.src.utils.preset_utils import get_file
+
+    return get_file(preset, name)
