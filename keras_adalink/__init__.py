@@ -32,6 +32,8 @@ from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskHeads
 from keras_adalink.layers import TaskRouter
+from keras_adalink.live import add_task
+from keras_adalink.live import remove_task
 from keras_adalink.metrics import PearsonR
 from keras_adalink.models import AdaLinkBackbone
 from keras_adalink.schedules import WarmupRsqrtDecay
@@ -49,6 +51,7 @@ __all__ = [
     "__version__",
     "adam_with_warmup",
     "adapt",
+    "add_task",
     "baselines",
     "compose",
     "datasets",
@@ -60,6 +63,7 @@ __all__ = [
     "heads",
     "load_adapter",
     "reattach",
+    "remove_task",
     "save_adapter",
     "task_ids",
     "tower_models",
