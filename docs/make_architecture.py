@@ -39,8 +39,10 @@ ROOMS = [
         3,
         "library",
         ["adapt", "adapter_file", "compose", "compose_sources"]
-        + ["distribution", "export", "fold", "baselines", "quantization"],
-        "adapt, files, fold, compose, export, layouts, baselines, quantization",
+        + ["distribution", "export", "export_peft", "fold", "baselines"]
+        + ["quantization", "live", "slot_lock"],
+        "adapt, files, fold, compose, live tasks, export, layouts, "
+        "baselines, quantization",
     ),
     (4, "api", ["__init__", "demo"], "the public API, the demo"),
     (5, "cli", ["cli"], "the keras-adalink command"),

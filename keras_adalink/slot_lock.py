@@ -2,9 +2,11 @@
 
 import functools
 import threading
+import weakref
 
 _GUARDED = ("predict", "predict_on_batch", "generate")
 _INSTALL = threading.Lock()
+_LOCKS = weakref.WeakKeyDictionary()  # model -> its lock
 
 
 def guard(model):
@@ -18,17 +20,17 @@ def guard(model):
     instance) hold one lock: a request runs wholly before or after a write.
     """
     with _INSTALL:
-        lock = model.__dict__.get("_adalink_live_lock")
+        lock = _LOCKS.get(model)
         if lock is not None:
             return lock
         lock = threading.RLock()
         for name in _GUARDED:
             method = getattr(model, name, None)
             if method is not None:
-                # object.__setattr__: plain instance attributes, outside
-                # Keras' tracking (neither is state to save).
+                # object.__setattr__: a plain instance attribute, outside
+                # Keras' tracking (not state to save).
                 object.__setattr__(model, name, _locked(method, lock))
-        object.__setattr__(model, "_adalink_live_lock", lock)
+        _LOCKS[model] = lock
         return lock
 
 
