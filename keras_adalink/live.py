@@ -48,7 +48,9 @@ def _write(router, heads, slot, down, up, kernel, bias):
 def _rename(router, slot, name):
     names = list(router.task_names)
     names[slot] = name
-    router.task_names = names
+    # A new list (configs handed out before keep theirs), set as a plain
+    # attribute: Keras' tracking would walk every name on each write.
+    object.__setattr__(router, "task_names", names)
 
 
 def _fit(model, router, heads, name, source):
