@@ -116,10 +116,11 @@ def add_task(model, name: str, adapter) -> int:
         int, the task's slot: its `task_id`.
 
     Example:
-    >>> live = keras_adalink.compose({"sentiment": sst}, capacity=100)
-    >>> slot = keras_adalink.add_task(live, "topic", "runs/topic/adapter.st")
-    >>> ids = keras_adalink.task_ids(live, ["topic", "sentiment"])
-    >>> out = live.predict({**features, "task_id": ids}, verbose=0)
+    >>> live = keras_adalink.compose({"sentiment": sst}, capacity=4)
+    >>> keras_adalink.add_task(live, "sentiment_v2", sst)  # or a file path
+    1
+    >>> ids = keras_adalink.task_ids(live, ["sentiment_v2", "sentiment"] * 2)
+    >>> out = live.predict({**features, "task_id": ids[:3]}, verbose=0)
     """
     router, heads = _live_layers(model)
     if not isinstance(name, str) or not name:
@@ -174,8 +175,13 @@ def remove_task(model, name: str) -> int:
         int, the freed slot.
 
     Example:
-    >>> keras_adalink.remove_task(live, "topic")
-    >>> keras_adalink.task_ids(live, ["sentiment"])  # others are untouched
+    >>> live = keras_adalink.compose({"sentiment": sst}, capacity=4)
+    >>> keras_adalink.add_task(live, "sentiment_v2", sst)
+    1
+    >>> keras_adalink.remove_task(live, "sentiment_v2")
+    1
+    >>> keras_adalink.task_ids(live, ["sentiment"]).tolist()  # untouched
+    [0]
     """
     router, heads = _live_layers(model)
     with guard(model):
