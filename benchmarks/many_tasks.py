@@ -17,9 +17,14 @@ Measured, side by side in one process:
 - SavedModel (`export_saved_model`, jax2tf) size on disk and its load time
   in a TensorFlow-only process, vs T;
 - `generate()` tokens/s on a randomly initialised Gemma-shaped decoder with
-  1,000 composed tasks on a mixed batch vs 1 task (interleaved rounds).
+  1,000 composed tasks on a mixed batch vs 1 task (interleaved rounds);
+- a live model (tiny BERT, d=64): `add_task` of one task into a 1,000-task
+  model composed with capacity 1,001, plus its next predict, against
+  `compose` of the same 1,001 tasks plus its first predict (which
+  compiles), as a ratio of medians.
 
     KERAS_BACKEND=jax .venv/bin/python benchmarks/many_tasks.py
+    KERAS_BACKEND=jax .venv/bin/python benchmarks/many_tasks.py --live-only
 
 Writes benchmarks/results/many_tasks.{json,md,png}.
 """
@@ -51,18 +56,19 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 WIDTHS = (2, 3, 5, 1)  # task k's head width: WIDTHS[k % 4]
 
 
-def write_adapters(model, count, folder, seed=0):
+def write_adapters(model, count, folder, seed=0, widths=WIDTHS):
     """`count` adapter files shaped like `model`'s, with random weights.
 
     Each file has `model`'s record (same backbone fingerprint) and, for
-    models with a head, head width WIDTHS[k % 4]. Returns their paths.
+    models with a head, head width widths[k % len(widths)]. Returns their
+    paths.
     """
     keras_adalink.save_adapter(model, os.path.join(folder, "template.st"))
     record, tensors = read_adapter(os.path.join(folder, "template.st"))
     rng = np.random.default_rng(seed)
     paths = []
     for k in range(count):
-        width = WIDTHS[k % len(WIDTHS)]
+        width = widths[k % len(widths)]
         made, shapes = {}, {}
         for name, value in tensors.items():
             shape = list(value.shape)
@@ -197,6 +203,85 @@ def generate_rows(args, work):
     )
 
 
+def live_rows(args, work):
+    """`add_task` into a live model vs `compose` + first predict."""
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=1000,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=64,
+        intermediate_dim=128,
+        max_sequence_length=args.live_seq,
+    )
+    single = mean_pooled_classifier(keras_adalink.adapt(backbone, rank=4), 2)
+    count = args.live_tasks
+    paths = write_adapters(single, count + 1, work, seed=2, widths=(2,))
+    rng = np.random.default_rng(0)
+    b, n = args.live_batch, args.live_seq
+    x = {
+        "token_ids": rng.integers(1, 1000, (b, n)).astype("int32"),
+        "segment_ids": np.zeros((b, n), "int32"),
+        "padding_mask": np.ones((b, n), "int32"),
+    }
+    ids = rng.integers(0, count, b).astype("int32")
+    ids[0] = count  # the added task's slot
+
+    start = time.perf_counter()
+    live = keras_adalink.compose(paths[:count], base=single, capacity=count + 1)
+    predict(live, {**x, "task_id": ids})
+    live_build_s = time.perf_counter() - start
+    predict_function = live.predict_function
+    add_s, add_predict_s = [], []
+    for _ in range(args.live_rounds):
+        start = time.perf_counter()
+        keras_adalink.add_task(live, "new", paths[count])
+        add_s.append(time.perf_counter() - start)
+        predict(live, {**x, "task_id": ids})
+        add_predict_s.append(time.perf_counter() - start)
+        keras_adalink.remove_task(live, "new")
+    keras_adalink.add_task(live, "new", paths[count])
+    live_out = live.predict_on_batch({**x, "task_id": ids})
+    compose_s = []
+    for _ in range(args.live_compose_rounds):
+        start = time.perf_counter()
+        scratch = keras_adalink.compose(paths[: count + 1], base=single)
+        out = scratch.predict_on_batch({**x, "task_id": ids})
+        keras.tree.map_structure(np.asarray, out)
+        compose_s.append(time.perf_counter() - start)
+    row = dict(
+        tasks=count,
+        capacity=count + 1,
+        live_compose_and_first_predict_s=live_build_s,
+        add_task_ms=1000 * float(np.median(add_s)),
+        add_task_and_predict_ms=1000 * float(np.median(add_predict_s)),
+        compose_and_first_predict_s=float(np.median(compose_s)),
+        same_predict_function=live.predict_function is predict_function,
+        max_abs_diff_vs_compose=float(
+            np.abs(np.asarray(live_out["outputs"]) - out["outputs"]).max()
+        ),
+    )
+    row["speedup"] = row["compose_and_first_predict_s"] / (
+        row["add_task_and_predict_ms"] / 1000
+    )
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def run_live(args):
+    work = tempfile.mkdtemp(prefix="many_tasks_live_")
+    try:
+        return dict(
+            live_rows(args, work),
+            date=time.strftime("%Y-%m-%d"),
+            backend=keras.backend.backend(),
+            machine=f"{platform.machine()}, {os.cpu_count()} CPUs",
+            args={k: v for k, v in vars(args).items() if k.startswith("live")},
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", default="1,10,100,1000,10000")
@@ -213,6 +298,16 @@ def main():
     parser.add_argument("--lm-prompt", type=int, default=8)
     parser.add_argument("--lm-length", type=int, default=40)
     parser.add_argument("--lm-rounds", type=int, default=10)
+    parser.add_argument("--live-tasks", type=int, default=1000)
+    parser.add_argument("--live-batch", type=int, default=8)
+    parser.add_argument("--live-seq", type=int, default=32)
+    parser.add_argument("--live-rounds", type=int, default=10)
+    parser.add_argument("--live-compose-rounds", type=int, default=3)
+    parser.add_argument(
+        "--live-only",
+        action="store_true",
+        help="measure only the live model; other figures from the JSON",
+    )
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -222,6 +317,12 @@ def main():
     if args.report_only:
         with open(os.path.join(RESULTS, "many_tasks.json")) as f:
             report = json.load(f)
+        write(report, meta=report["meta"])
+        return
+    if args.live_only:
+        with open(os.path.join(RESULTS, "many_tasks.json")) as f:
+            report = json.load(f)
+        report["live"] = run_live(args)
         write(report, meta=report["meta"])
         return
     counts = [int(t) for t in args.tasks.split(",")]
@@ -301,7 +402,13 @@ def run(args, counts, work):
     lm_dir = os.path.join(work, "lm")
     os.makedirs(lm_dir)
     lm_rows = generate_rows(args, lm_dir)
-    return dict(args=vars(args), serving=rows, sizes=sizes, generate=lm_rows)
+    return dict(
+        args=vars(args),
+        serving=rows,
+        sizes=sizes,
+        generate=lm_rows,
+        live=run_live(args),
+    )
 
 
 def targets(report):
@@ -328,6 +435,10 @@ def targets(report):
     met["generate() many tasks mixed >= 0.97x one task"] = (
         gen[1]["throughput_ratio"] >= 0.97
     )
+    if "live" in report:
+        met["live add_task + predict >= 10x faster than compose + predict"] = (
+            report["live"]["speedup"] >= 10
+        )
     return met
 
 
@@ -412,6 +523,8 @@ def write(report, meta=None):
         "",
     ]
     lines += ratio_table(report["generate"], "tokens/s", "tokens_per_s", ".0f")
+    if "live" in report:
+        lines += live_lines(report["live"])
     lines += ["", "Targets:", ""]
     lines += [
         f"- {k}: {'met' if v else 'MISSED'}"
@@ -421,6 +534,34 @@ def write(report, meta=None):
         f.write("\n".join(lines) + "\n")
     plot(report)
     print("\n".join(lines))
+
+
+def live_lines(live):
+    a = live["args"]
+    return [
+        "",
+        f"Live model ({live['backend']}, {live['machine']}, {live['date']}; "
+        "`--live-only` reruns just this): tiny BERT (d=64, 2 layers), "
+        f"{live['tasks']:,} tasks composed with capacity "
+        f"{live['capacity']:,}; batch {a['live_batch']} x {a['live_seq']}, "
+        "one row on the added task. Medians over "
+        f"{a['live_rounds']} add/remove rounds and "
+        f"{a['live_compose_rounds']} composes.",
+        "",
+        "| step | time |",
+        "|---|---|",
+        f"| `add_task` (read file, check, write slot) | "
+        f"{live['add_task_ms']:.1f} ms |",
+        f"| `add_task` + next predict | "
+        f"{live['add_task_and_predict_ms']:.1f} ms |",
+        f"| `compose` of {live['capacity']:,} tasks + first predict | "
+        f"{live['compose_and_first_predict_s']:.2f} s |",
+        "",
+        f"Speed-up: {live['speedup']:.0f}x; the compiled predict function "
+        f"was {'kept' if live['same_predict_function'] else 'REPLACED'}; "
+        "the added task's outputs differ from the composed model's by at "
+        f"most {live['max_abs_diff_vs_compose']:.1e}.",
+    ]
 
 
 def plot(report):

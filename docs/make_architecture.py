@@ -40,8 +40,9 @@ ROOMS = [
         "library",
         ["adapt", "adapter_file", "compose", "compose_sources"]
         + ["distribution", "export", "export_peft", "fold", "baselines"]
-        + ["quantization"],
-        "adapt, files, fold, compose, export (SavedModel, PEFT), layouts, "
+        + ["quantization", "live", "slot_lock", "presets"],
+        "adapt, files, presets, fold, compose, live tasks, export "
+        "(SavedModel, PEFT), layouts, "
         "baselines, quantization",
     ),
     (4, "api", ["__init__", "demo"], "the public API, the demo"),

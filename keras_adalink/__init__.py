@@ -32,6 +32,8 @@ from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskHeads
 from keras_adalink.layers import TaskRouter
+from keras_adalink.live import add_task
+from keras_adalink.live import remove_task
 from keras_adalink.metrics import PearsonR
 from keras_adalink.models import AdaLinkBackbone
 from keras_adalink.presets import from_preset
@@ -51,6 +53,7 @@ __all__ = [
     "__version__",
     "adam_with_warmup",
     "adapt",
+    "add_task",
     "baselines",
     "compose",
     "datasets",
@@ -63,6 +66,7 @@ __all__ = [
     "heads",
     "load_adapter",
     "reattach",
+    "remove_task",
     "save_adapter",
     "save_adapter_preset",
     "task_ids",

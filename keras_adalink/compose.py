@@ -26,10 +26,23 @@ from keras_adalink.compose_sources import head_layer
 from keras_adalink.layers import TaskHeads
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models import AdaLinkBackbone
+from keras_adalink.slot_lock import guard
 
 
 def _check_same(template, source):
     """Raises naming everything in which `source` differs from `template`."""
+    problems = mismatches(template, source)
+    if problems:
+        raise ValueError(
+            f"Cannot compose {source.origin} with {template.origin}; they "
+            "must adapt the same frozen backbone the same way. Differences:"
+            "\n  " + "\n  ".join(problems)
+        )
+
+
+def mismatches(template, source):
+    """Everything in which `source` differs from `template` (backbone
+    fingerprint, insertion, activation, head layer, widths), as lines."""
     problems = differences(
         "backbone",
         {k: v for k, v in template.backbone.items() if k != "weights_sha256"},
@@ -51,12 +64,7 @@ def _check_same(template, source):
     }
     if len(dims) > 1:
         problems.append(f"(embedding width, head input width): {sorted(dims)}")
-    if problems:
-        raise ValueError(
-            f"Cannot compose {source.origin} with {template.origin}; they "
-            "must adapt the same frozen backbone the same way. Differences:"
-            "\n  " + "\n  ".join(problems)
-        )
+    return problems
 
 
 def _entries(adapters):
@@ -71,19 +79,23 @@ def _entries(adapters):
     return entries
 
 
+def read_source(name, source, fingerprints, caller="compose()"):
+    """The `Source` of an adapted model or an adapter file path."""
+    if isinstance(source, (str, os.PathLike)):
+        return from_file(source, name or default_name(source))
+    if isinstance(source, keras.Model):
+        return from_model(source, name, fingerprints)
+    raise ValueError(
+        f"{caller} takes adapted Keras models and adapter file paths. "
+        f"Received: {type(source).__name__}"
+    )
+
+
 def _read(entries, base):
     fingerprints = {}
     sources = []
     for name, source in entries:
-        if isinstance(source, (str, os.PathLike)):
-            read = from_file(source, name or default_name(source))
-        elif isinstance(source, keras.Model):
-            read = from_model(source, name, fingerprints)
-        else:
-            raise ValueError(
-                "compose() takes adapted Keras models and adapter file "
-                f"paths. Received: {type(source).__name__}"
-            )
+        read = read_source(name, source, fingerprints)
         if read.composed and name is not None:
             raise ValueError(
                 f"{read.origin} is a composed model that carries its own "
@@ -104,10 +116,10 @@ def _read(entries, base):
             "ones that were saved (for example the single-task model before "
             "`load_adapter`), whose backbone and head layout it reuses."
         )
-    return base, _from_model_layout(base, fingerprints), sources
+    return base, model_layout(base, fingerprints), sources
 
 
-def _from_model_layout(template, fingerprints):
+def model_layout(template, fingerprints):
     """The template's `Source` (its tasks unused: it may be untrained)."""
     layout = from_model(template, "base", fingerprints)
     return dataclasses.replace(
@@ -115,7 +127,12 @@ def _from_model_layout(template, fingerprints):
     )
 
 
-def compose(adapters, base: keras.Model | None = None, drop=()) -> keras.Model:
+def compose(
+    adapters,
+    base: keras.Model | None = None,
+    drop=(),
+    capacity: int | None = None,
+) -> keras.Model:
     """One model serving many separately trained tasks on one backbone.
 
     Each task's AdaLink module fills one slot of a `TaskRouter` (named by
@@ -144,6 +161,11 @@ def compose(adapters, base: keras.Model | None = None, drop=()) -> keras.Model:
         base: a model built like the sources (e.g. the untrained
             single-task model), needed only when every source is a file.
         drop: task names to leave out.
+        capacity: int. Number of task slots, at least the number of tasks;
+            the spare slots are free (zero adapters, which leave inputs
+            unchanged, and zero heads as wide as the widest composed head)
+            and `keras_adalink.add_task` fills them in place, without
+            recompiling. Defaults to `None` (one slot per task).
 
     Returns:
         A Keras model (a `Task` of the source's class for headless tasks,
@@ -172,7 +194,19 @@ def compose(adapters, base: keras.Model | None = None, drop=()) -> keras.Model:
     tasks = [t for t in tasks if t.name not in drop]
     if not tasks:
         raise ValueError("compose() would leave no task.")
-    return _build(template, layout, tasks)
+    if capacity is not None and (
+        isinstance(capacity, bool)
+        or not isinstance(capacity, int)
+        or capacity < len(tasks)
+    ):
+        raise ValueError(
+            f"`capacity` must be an int >= the number of tasks "
+            f"({len(tasks)}). Received: capacity={capacity!r}"
+        )
+    model = _build(template, layout, tasks, capacity or len(tasks))
+    if capacity is not None:  # live: add_task/remove_task will write
+        guard(model)
+    return model
 
 
 def task_ids(model: keras.Model, names) -> np.ndarray:
@@ -200,22 +234,23 @@ def task_ids(model: keras.Model, names) -> np.ndarray:
     return adapter.task_index(names)
 
 
-def _stack(arrays, shape):
-    out = np.zeros((len(arrays),) + shape, "float32")
+def _stack(arrays, shape, spare=0):
+    out = np.zeros((len(arrays) + spare,) + shape, "float32")
     for k, a in enumerate(arrays):
         out[(k,) + tuple(slice(0, n) for n in a.shape)] = a
     return out
 
 
-def _build(template, layout, tasks):
+def _build(template, layout, tasks, capacity):
     adalink_backbone = find_adalink_backbone(template)
     old = adalink_backbone.adapter
     dim = tasks[0].down.shape[0]
     rank = max(t.down.shape[1] for t in tasks)
+    spare = capacity - len(tasks)  # free slots: zero weights, no name
     router = TaskRouter(
-        num_tasks=len(tasks),
+        num_tasks=capacity,
         rank=rank,
-        task_names=[t.name for t in tasks],
+        task_names=[t.name for t in tasks] + [None] * spare,
         activation=layout.activation,
         dropout=old.dropout,
         down_initializer="zeros",
@@ -228,8 +263,10 @@ def _build(template, layout, tasks):
         insertion=layout.insertion,
         name="adalink_backbone",
     )
-    router.adalink_down.assign(_stack([t.down for t in tasks], (dim, rank)))
-    router.adalink_up.assign(_stack([t.up for t in tasks], (rank, dim)))
+    router.adalink_down.assign(
+        _stack([t.down for t in tasks], (dim, rank), spare)
+    )
+    router.adalink_up.assign(_stack([t.up for t in tasks], (rank, dim), spare))
     if template is adalink_backbone:
         return composed
     if layout.head is None:
@@ -240,10 +277,19 @@ def _build(template, layout, tasks):
             f"linear head; {template.name} is none of these."
         )
     widths = [t.kernel.shape[-1] for t in tasks]
+    widths += [max(widths)] * spare
     heads = TaskHeads(widths, name=layout.head, dtype=old.dtype_policy)
     model = _rewire(template, adalink_backbone, composed, heads)
-    heads.kernel.assign(np.concatenate([t.kernel.T for t in tasks]))
-    heads.bias.assign(np.concatenate([t.bias for t in tasks]))
+    free_rows = sum(widths[len(tasks) :])
+    head_dim = tasks[0].kernel.shape[0]
+    heads.kernel.assign(
+        np.concatenate(
+            [t.kernel.T for t in tasks]
+            + [np.zeros((free_rows, head_dim), "float32")]
+        )
+    )
+    free_bias = np.zeros(free_rows, "float32")
+    heads.bias.assign(np.concatenate([t.bias for t in tasks] + [free_bias]))
     return model
 
 

@@ -91,9 +91,11 @@ def _tasks_of_router(names, down, up, scale, kernel, bias, widths):
     heads = [(None, None)] * len(names)
     if kernel is not None:
         heads = TaskHeads(widths).split(kernel, bias)
+    # Free slots of a live model (`None` names) bring no task.
     return [
         TaskWeights(name, down[k], up[k] * scale, *heads[k])
         for k, name in enumerate(names)
+        if name is not None
     ]
 
 

@@ -307,10 +307,12 @@ def _request_endpoint(model_fn, specs, preprocessor, task_names):
         request_specs["text"] = tf.TensorSpec((None,), tf.string, name="text")
         resources.append(preprocessor)
     if task_names is not None:
+        # Free slots of a live model (`None` names) are not served.
+        slots = [(n, i) for i, n in enumerate(task_names) if n is not None]
         table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
-                tf.constant(task_names),
-                tf.range(len(task_names), dtype=tf.int32),
+                tf.constant([n for n, _ in slots], tf.string),
+                tf.constant([i for _, i in slots], tf.int32),
             ),
             default_value=-1,
         )
@@ -330,8 +332,8 @@ def _request_endpoint(model_fn, specs, preprocessor, task_names):
                 [
                     "keras_adalink: unknown task name(s):",
                     tf.boolean_mask(request["task"], unknown),
-                    f"this model serves {len(task_names)} tasks, e.g.",
-                    tf.constant(task_names[:5]),
+                    f"this model serves {len(slots)} tasks, e.g.",
+                    tf.constant([n for n, _ in slots[:5]], tf.string),
                 ],
                 summarize=10,
             )

@@ -140,15 +140,17 @@ def _check(model, adalink_backbone):
 
 
 def _folder_names(adapter):
+    """`[(slot, folder name)]`; free slots of a live model are left out."""
     if not isinstance(adapter, TaskRouter):
-        return [None]
+        return [(None, None)]
     names = adapter.task_names or [
         f"task_{i}" for i in range(adapter.num_tasks)
     ]
-    for name in names:
+    slots = [(i, name) for i, name in enumerate(names) if name is not None]
+    for _, name in slots:
         if name in (".", "..") or any(c in name for c in "/\\\0"):
             _refuse(f"task name {name!r} is not a folder name.")
-    return names
+    return slots
 
 
 def _lora_tensors(table, down, up, scale, module):
@@ -245,8 +247,8 @@ def export_peft(model, path, base_model: str | None = None) -> list[str]:
     tmp = tempfile.mkdtemp(dir=parent, prefix=".peft-partial-")
     root = os.path.join(tmp, "out")
     try:
-        for index, name in enumerate(names):
-            down, up = module_weights(adapter, index if name else None)
+        for index, name in names:
+            down, up = module_weights(adapter, index)
             tensors = _lora_tensors(table, down, up, adapter.scale, twin.module)
             record = {
                 "keras_adalink_version": __version__,
@@ -261,6 +263,6 @@ def export_peft(model, path, base_model: str | None = None) -> list[str]:
         os.replace(root, path)
     finally:
         shutil.rmtree(tmp)
-    if names[0] is None:
+    if names[0][1] is None:
         return [path]
-    return [os.path.join(path, name) for name in names]
+    return [os.path.join(path, name) for _, name in names]

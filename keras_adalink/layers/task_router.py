@@ -31,8 +31,10 @@ class TaskRouter(BaseAdaLink):
         down_initializer: initializer for each `W_down[t]`. Defaults to
             `"he_uniform"`.
         up_initializer: initializer for each `W_up[t]`. Defaults to `"zeros"`.
-        task_names: optional list of `num_tasks` distinct strings, the name
-            of each slot (set by `keras_adalink.compose`). Saved in the
+        task_names: optional list of `num_tasks` entries, the name of each
+            slot (set by `keras_adalink.compose`): distinct strings, or
+            `None` for a free slot of a live model (`compose(...,
+            capacity=N)`, filled by `keras_adalink.add_task`). Saved in the
             config and in adapter files; SavedModels of a model with names
             accept a string `task` input. Defaults to `None`.
         **kwargs: other `keras.layers.Layer` arguments.
@@ -69,14 +71,17 @@ class TaskRouter(BaseAdaLink):
         if task_names is not None:
             task_names = list(task_names)
             if len(task_names) != num_tasks or not all(
-                isinstance(n, str) and n for n in task_names
+                n is None or (isinstance(n, str) and n) for n in task_names
             ):
                 raise ValueError(
                     f"`task_names` must be {num_tasks} non-empty strings "
-                    f"(one per task). Received: task_names={task_names!r}"
+                    "(one per task; `None` for a free slot). Received: "
+                    f"task_names={task_names!r}"
                 )
             repeated = sorted(
-                n for n, c in collections.Counter(task_names).items() if c > 1
+                n
+                for n, c in collections.Counter(task_names).items()
+                if c > 1 and n is not None
             )
             if repeated:
                 raise ValueError(
@@ -92,16 +97,30 @@ class TaskRouter(BaseAdaLink):
                 f"TaskRouter '{self.name}' has no task names: pass int "
                 "task ids. Models made by `keras_adalink.compose` name them."
             )
-        index = {n: i for i, n in enumerate(self.task_names)}
+        index = self.slots
         names = [names] if isinstance(names, str) else list(names)
         unknown = sorted({str(n) for n in names if n not in index})
         if unknown:
             raise ValueError(
                 f"Unknown task name(s) {unknown[:10]}; this model has "
-                f"{self.num_tasks} tasks: {self.task_names[:10]}"
-                + (" ..." if self.num_tasks > 10 else "")
+                f"{len(index)} tasks: {list(index)[:10]}"
+                + (" ..." if len(index) > 10 else "")
             )
         return np.asarray([index[n] for n in names], "int32")
+
+    @property
+    def slots(self):
+        """`{name: slot}` of the named slots (free slots left out)."""
+        return {
+            n: i for i, n in enumerate(self.task_names or []) if n is not None
+        }
+
+    @property
+    def free_slots(self):
+        """Slot ids without a task (`None` names), in order."""
+        if self.task_names is None:
+            return []
+        return [i for i, n in enumerate(self.task_names) if n is None]
 
     @property
     def num_modules(self):
