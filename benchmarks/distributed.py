@@ -33,6 +33,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 DEVICES = 8
 TIMED = ["MistralBackbone", "MixtralBackbone", "BertBackbone", "ViTBackbone"]
+# Real widths, where norms and biases weigh what they do in practice.
+REAL = {
+    "MiniLM shape (BERT, 12 blocks)": (
+        "BertBackbone",
+        dict(
+            vocabulary_size=30522,
+            num_layers=12,
+            num_heads=12,
+            hidden_dim=384,
+            intermediate_dim=1536,
+        ),
+    ),
+    "Mistral-7B shape (1 of its 32 blocks, full vocabulary)": (
+        "MistralBackbone",
+        dict(
+            vocabulary_size=32000,
+            num_layers=1,
+            num_query_heads=32,
+            num_key_value_heads=8,
+            hidden_dim=4096,
+            intermediate_dim=14336,
+        ),
+    ),
+}
 
 
 def _child(args):
@@ -58,17 +82,31 @@ def _child(args):
     mesh = keras.distribution.DeviceMesh(
         (1, DEVICES), ["batch", "model"], devices
     )
+    import keras_hub
+
+    def real(name, weights=None):
+        keras.utils.set_random_seed(0)
+        cls, config = REAL[name]
+        model = keras_adalink.adapt(
+            getattr(keras_hub.models, cls)(**config), rank=4
+        )
+        if weights is not None:
+            model.set_weights(weights)
+        return model
+
     names = sorted(FAMILIES)[: 4 if args.quick else None]
+    names += [] if args.quick else list(REAL)
     rows = []
     for name in names:
-        reference = adapted(name)
+        build_one = real if name in REAL else adapted
+        reference = build_one(name)
         layout_map = keras_adalink.get_layout_map(reference, mesh)
         weights = reference.get_weights()
         distribution = keras.distribution.ModelParallel(
             layout_map=layout_map, batch_dim_name="batch"
         )
         with distribution.scope():
-            model = adapted(name, weights)
+            model = build_one(name, weights)
         backbone = _frozen_backbone(model).weights
         adapter = [v for v in model.weights if "adalink" in v.path]
 
@@ -149,8 +187,16 @@ def _table(result):
         "replicated adapter under `get_layout_map` on a 1x8 mesh, against "
         "the ideal backbone / 8 + adapter. Goal: within 10%.",
         "",
-        f"Within 10%: {result['within']} of {len(result['bytes'])} families; "
-        f"median over the ideal {result['median_over']:+.1%}.",
+        f"Tiny test configs: within 10% for {result['within']} of "
+        f"{result['tiny_families']} families, median over the ideal "
+        f"{result['median_over']:+.1%}: at widths of 16-32 the replicated "
+        "norms and biases are ~3-5% of the bytes, so each device holds "
+        "their full copy beside 1/8 of the rest. At real widths: "
+        + "; ".join(
+            f"{name} {over:+.1%}"
+            for name, over in result["real_shapes"].items()
+        )
+        + " (the last rows).",
         "",
         "| family | backbone bytes | device 0 holds | ideal | over ideal |",
         "|---|---|---|---|---|",
@@ -203,8 +249,18 @@ def main():
         text=True,
     )
     result = json.loads(done.stdout)
-    over = sorted(row["over_ideal"] for row in result["bytes"])
+    over = sorted(
+        row["over_ideal"]
+        for row in result["bytes"]
+        if row["family"] not in REAL
+    )
     result["within"] = sum(abs(o) <= 0.10 for o in over)
+    result["tiny_families"] = len(over)
+    result["real_shapes"] = {
+        row["family"]: row["over_ideal"]
+        for row in result["bytes"]
+        if row["family"] in REAL
+    }
     result["median_over"] = over[len(over) // 2]
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "distributed.json"), "w") as f:
