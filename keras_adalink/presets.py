@@ -65,9 +65,14 @@ def save_adapter_preset(model, folder, base: str):
             a local folder), recorded for `from_preset`.
 
     Example:
+    >>> classifier.save_to_preset("base")  # Or a handle: "bert_base_en"
     >>> keras_adalink.save_adapter_preset(
-    ...     adapted, "sentiment_adapter", base="bert_tiny_en_uncased")
-    >>> model = keras_adalink.from_preset("sentiment_adapter")
+    ...     model, "sentiment_adapter", base="base")
+    >>> sorted(os.listdir("sentiment_adapter"))
+    ['adalink_preset.json', 'adapter.safetensors']
+    >>> reloaded = keras_adalink.from_preset("sentiment_adapter")
+    >>> type(reloaded.backbone).__name__
+    'AdaLinkBackbone'
     """
     adalink_backbone = find_adalink_backbone(model)
     if model is adalink_backbone:
@@ -144,7 +149,10 @@ def from_preset(preset, base=None):
             of the recorded one (a local copy, say). Defaults to `None`.
 
     Example:
-    >>> model = keras_adalink.from_preset("sentiment_adapter")
+    >>> model.save_to_preset("sentiment_full")  # KerasHub's own method
+    >>> reloaded = keras_adalink.from_preset("sentiment_full")
+    >>> type(reloaded).__name__, type(reloaded.backbone).__name__
+    ('BertTextClassifier', 'AdaLinkBackbone')
     """
     preset = str(preset)
     try:
