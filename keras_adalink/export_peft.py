@@ -17,6 +17,7 @@ import tempfile
 
 import keras
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from keras_adalink.adapter_file import adapter_variables
@@ -139,6 +140,37 @@ def _check(model, adalink_backbone):
     return twin
 
 
+def _check_base(base_model, table, module):
+    """Where `base_model` is a local HF folder, its input embedding must be
+    the table the adapter was trained on: a LoRA for another checkpoint
+    would load in PEFT and silently compute something else."""
+    if base_model is None or not os.path.isdir(str(base_model)):
+        return
+    files = [
+        os.path.join(base_model, f)
+        for f in sorted(os.listdir(base_model))
+        if f.endswith(".safetensors")
+    ]
+    # HF names it with or without its class's prefix (`bert.`, `model.`).
+    tail = module.split(".", 1)[1] if module.startswith("model.") else module
+    for file in files:
+        with safe_open(file, "np") as f:
+            for key in f.keys():
+                if key.endswith(f"{tail}.weight"):
+                    theirs = f.get_tensor(key).astype("float32")
+                    # Converters round (Mistral's through float16): equal
+                    # up to that, another checkpoint is far off.
+                    if theirs.shape != table.shape or not np.allclose(
+                        theirs, table, rtol=1e-2, atol=1e-3
+                    ):
+                        _refuse(
+                            f"base_model '{base_model}' is another "
+                            f"checkpoint: its {key} differs from the table "
+                            "the adapter was trained on."
+                        )
+                    return
+
+
 def _folder_names(adapter):
     """`[(slot, folder name)]`; free slots of a live model are left out."""
     if not isinstance(adapter, TaskRouter):
@@ -208,8 +240,9 @@ def export_peft(model, path, base_model: str | None = None) -> list[str]:
     Everything is checked before anything is written, and the folder
     appears complete or not at all: a nonlinear adapter, one not right
     after the token lookup (`insertion="block_input"`), a `ModalityRouter`,
-    a quantized backbone, a trained head, or a family outside
-    `TWINS` raise `ValueError` with the reason.
+    a quantized backbone, a trained head, a family outside `TWINS`, or a
+    local `base_model` folder whose input embedding is not the adapted
+    model's table (another checkpoint) raise `ValueError` with the reason.
 
     Args:
         model: an adapted backbone or task (from `keras_adalink.adapt`).
@@ -240,6 +273,7 @@ def export_peft(model, path, base_model: str | None = None) -> list[str]:
     table = keras.ops.convert_to_numpy(
         adalink_backbone.backbone.token_embedding.embeddings
     ).astype("float32")
+    _check_base(base_model, table, twin.module)
     names = _folder_names(adapter)
     config = _config(twin, adapter.rank, base_model)
     parent = os.path.dirname(path)

@@ -399,3 +399,25 @@ def test_cli_export_peft_refusals(run, flags, message, tmp_path):
     assert result.returncode == 2
     assert message in result.stderr
     assert not out.exists()
+
+
+def test_a_base_folder_of_another_checkpoint_is_refused(decoders, tmp_path):
+    """`base_model` as a local HF folder is checked: its input embedding
+    must be the table the adapter was trained on."""
+    _, adapted = _keras_lm("llama", decoders["llama"])
+    other = tmp_path / "other_llama"
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(decoders["llama"])
+    with __import__("torch").no_grad():
+        model.get_input_embeddings().weight.add_(1.0)
+    model.save_pretrained(other)
+    with pytest.raises(ValueError, match="another checkpoint"):
+        keras_adalink.export_peft(
+            adapted, tmp_path / "out", base_model=str(other)
+        )
+    assert sorted(os.listdir(tmp_path)) == ["other_llama"]
+    # Its own checkpoint's folder passes the check.
+    keras_adalink.export_peft(
+        adapted, tmp_path / "out", base_model=decoders["llama"]
+    )

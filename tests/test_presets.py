@@ -132,3 +132,37 @@ def test_bad_input_writes_nothing(base, tmp_path):
     # with one error naming it.
     with pytest.raises(ValueError, match="Could not fetch the preset"):
         keras_adalink.from_preset("hf://nobody/not-here")
+
+
+def test_composed_causal_lm_round_trips(tmp_path):
+    """A composed model (a TaskRouter of separately trained adapters) is a
+    KerasHub task too: whole-preset round trip, per-row tasks intact."""
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=40,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=16,
+    )
+    lm = keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
+    tasks = {}
+    for seed, name in enumerate(("a", "b")):
+        tasks[name] = keras_adalink.adapt(lm, rank=2, dropout=0.0)
+        randomize_adapter(tasks[name], seed=seed)
+    composed = keras_adalink.compose(tasks)
+    ids = np.array([[1, 2, 3, 4], [1, 2, 3, 4]], "int32")  # Same tokens.
+    x = {
+        "token_ids": ids,
+        "padding_mask": np.ones_like(ids, bool),
+        "task_id": np.array([0, 1], "int32"),
+    }
+    expected = _out(composed, x)
+    composed.save_to_preset(str(tmp_path / "composed"))
+    loaded = keras_adalink.from_preset(str(tmp_path / "composed"))
+    assert type(loaded) is keras_hub.models.GPT2CausalLM
+    assert loaded.backbone.adapter.task_names == ["a", "b"]
+    np.testing.assert_allclose(_out(loaded, x), expected, atol=1e-5)
+    # Only the task differs between the rows, and it changes the output.
+    assert np.abs(expected[0] - expected[1]).max() > 1e-3
