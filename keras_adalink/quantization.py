@@ -60,6 +60,8 @@ def quantize_frozen(backbone, mode, config=None):
             f"quantize it again. Pass it without quantize={mode!r}: "
             "keras_adalink adapts quantized backbones as they are."
         )
+    if mode in _CALIBRATED and config.quantization_layer_structure is None:
+        config.quantization_layer_structure = calibration_structure(backbone)
     try:
         backbone.quantize(mode, config=config)
     except NotImplementedError as error:
@@ -68,6 +70,24 @@ def quantize_frozen(backbone, mode, config=None):
             f"{type(backbone).__name__} with mode {mode!r} on the "
             f"{keras.backend.backend()} backend: {error}"
         ) from error
+
+
+def calibration_structure(backbone):
+    """What GPTQ and AWQ calibrate block by block: the token lookup that
+    turns calibration token ids into the first block's input, then the
+    blocks in order (KerasHub's causal LMs give the same for their
+    backbones; this finds them for any family the rule reads)."""
+    table = getattr(backbone, "token_embedding", None)
+    found = blocks(backbone)
+    if not isinstance(table, keras.layers.Layer) or not found:
+        raise ValueError(
+            f"GPTQ and AWQ calibrate on token ids through the token lookup "
+            f"and then each block; {type(backbone).__name__} has "
+            + ("no `token_embedding` layer" if found else "no blocks found")
+            + ". Pass `quantization_layer_structure=` in the config, or use "
+            "a data-free mode (int8, int4, float8)."
+        )
+    return {"pre_block_layers": [table], "sequential_blocks": found}
 
 
 def rematerialize_blocks(backbone):

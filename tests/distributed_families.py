@@ -28,15 +28,27 @@ from tests.test_families import _inputs
 
 
 def _setup(adapted):
-    """tests/test_families.py's one-step set-up, also for one-image models."""
-    if isinstance(adapted, LM_TASKS) or isinstance(adapted.input, dict):
+    """`(model, x, y)` for one step: the LM loss, or a linear score of every
+    output (sequences mean-pooled: two-tower models' embeddings too)."""
+    if isinstance(adapted, LM_TASKS):
         return _fit_setup(adapted)
-    image = keras.Input(adapted.input.shape[1:])
-    hidden = next(
-        h for h in keras.tree.flatten(adapted(image)) if len(h.shape) == 3
+    if isinstance(adapted.input, dict):
+        inputs = {
+            k: keras.Input(t.shape[1:], dtype=t.dtype, name=k)
+            for k, t in adapted.input.items()
+        }
+    else:
+        inputs = keras.Input(adapted.input.shape[1:])
+    pooled = []
+    for h in keras.tree.flatten(adapted(inputs)):
+        if len(h.shape) == 3:
+            h = keras.layers.GlobalAveragePooling1D()(h)
+        if len(h.shape) == 2 and "float" in str(h.dtype):
+            pooled.append(h)
+    joined = (
+        pooled[0] if len(pooled) == 1 else keras.layers.Concatenate()(pooled)
     )
-    score = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(hidden))
-    model = keras.Model(image, score)
+    model = keras.Model(inputs, keras.layers.Dense(1)(joined))
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     return model, _inputs(adapted), np.ones((2, 1), "float32")
 

@@ -227,3 +227,58 @@ def test_fold_refuses_a_quantized_base():
     adapted = keras_adalink.adapt(backbone, rank=2, quantize="int8")
     with pytest.raises(ValueError, match=r"quantized \({'int8'"):
         keras_adalink.fold(adapted)
+
+
+@pytest.mark.parametrize("mode", ["gptq", "awq"])
+def test_calibrated_modes_train_the_adapter_alone(mode, tmp_path):
+    """GPTQ and AWQ (Keras' LoRA has no term for either) calibrate block by
+    block on text through the structure keras_adalink reads off the
+    backbone; then only the adapter trains and every quantized weight stays
+    bit-identical."""
+    from tests import presets
+
+    keras.utils.set_random_seed(0)
+    lm = keras_hub.models.GPT2CausalLM.from_preset(
+        presets.gpt2(str(tmp_path / "gpt2"))
+    )
+    config = {
+        "gptq": keras.quantizers.GPTQConfig,
+        "awq": keras.quantizers.AWQConfig,
+    }
+    config = config[mode](
+        dataset=["good film is red", "bad plot no blue", "yes good film"] * 2,
+        tokenizer=lm.preprocessor.tokenizer,
+        num_samples=4,
+        sequence_length=8,
+        group_size=8,
+    )
+    adapted = keras_adalink.adapt(lm, rank=2, quantize=config)
+    frozen = adapted.backbone.backbone
+    assert set(quantization_modes(frozen)) == {mode}
+    randomize_adapter(adapted)
+    before = _frozen_values(frozen)
+    adapter = [np.array(to_numpy(v)) for v in adapted.trainable_weights]
+    assert {v.path for v in adapted.trainable_weights} == {
+        "adalink/adalink_down",
+        "adalink/adalink_up",
+    }
+    adapted.preprocessor = None
+    adapted.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    ids = np.array([[1, 2, 3, 4, 5, 6]], "int32")
+    x = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
+    adapted.fit(x, np.roll(ids, -1, axis=1), epochs=1, verbose=0)
+    for path, value in _frozen_values(frozen).items():
+        np.testing.assert_array_equal(before[path], value, path)
+    after = [np.array(to_numpy(v)) for v in adapted.trainable_weights]
+    assert all(not np.array_equal(a, b) for a, b in zip(adapter, after))
+
+
+def test_calibrated_mode_on_a_model_without_token_lookup_is_refused():
+    vit = build("ViTBackbone")
+    config = keras.quantizers.GPTQConfig(dataset=["a"], tokenizer=lambda t: t)
+    with pytest.raises(ValueError, match="calibrate on token ids"):
+        keras_adalink.adapt(vit, quantize=config)
+    assert not quantization_modes(vit)
