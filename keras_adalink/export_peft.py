@@ -16,6 +16,7 @@ import shutil
 import tempfile
 
 import keras
+import keras_hub
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
@@ -52,10 +53,20 @@ def _decoder(why):
     )
 
 
+def _encoder(why):
+    return HFTwin(
+        "embeddings.word_embeddings", "AutoModel", "FEATURE_EXTRACTION", why
+    )
+
+
 _PLAIN_DECODER = (
     "embed_tokens is the plain lookup KerasHub's token_embedding converts "
     "from; the blocks read it directly (rotary positions), and the LM head "
     "uses the original table in both (PEFT adds to the lookup only)"
+)
+_MOE = (
+    _PLAIN_DECODER + "; the experts' routers read the first block's normed "
+    "hidden states, which already hold the adapter, in both"
 )
 _SCALED = (
     "HF multiplies by sqrt(d) inside embed_tokens (embed_scale), KerasHub "
@@ -67,14 +78,33 @@ _SCALED = (
 # KerasHub backbone class (subclasses follow, e.g. Llama3Backbone) -> its
 # HF twin. Only families whose equality with PEFT is tested in
 # tests/test_peft.py; multimodal ones (Gemma3, PaliGemma: image tokens
-# join the text after the lookup) are left out.
+# join the text after the lookup) are left out, and so are families
+# KerasHub cannot convert from an HF checkpoint (OPT, GPT-NeoX, Falcon,
+# Bloom, Phi-3, ...: no HF twin to check against).
 TWINS = {
-    "BertBackbone": HFTwin(
-        "embeddings.word_embeddings",
-        "AutoModel",
-        "FEATURE_EXTRACTION",
+    "BertBackbone": _encoder(
         "word_embeddings is the plain lookup; positions, segments and the "
-        "LayerNorm follow it in both",
+        "LayerNorm follow it in both"
+    ),
+    "RobertaBackbone": _encoder(
+        "word_embeddings is the plain lookup; positions (HF's start at "
+        "padding_idx + 1, rows KerasHub's converter drops) and the LayerNorm "
+        "follow it in both; RoBERTa checkpoints' one token_type row is zero "
+        "(KerasHub has none)"
+    ),
+    "XLMRobertaBackbone": _encoder(
+        "word_embeddings is the plain lookup; positions (offset as in "
+        "RoBERTa; KerasHub's converter folds token_type row 0 into them) "
+        "and the LayerNorm follow it in both"
+    ),
+    "DistilBertBackbone": _encoder(
+        "word_embeddings is the plain lookup; positions and the LayerNorm "
+        "follow it in both (no segments)"
+    ),
+    "AlbertBackbone": _encoder(
+        "word_embeddings is the plain lookup at embedding_size (the LoRA's "
+        "B is [embedding_size, r]); positions, segments, the LayerNorm and "
+        "the projection to hidden_size follow it in both"
     ),
     "GPT2Backbone": HFTwin(
         "transformer.wte",
@@ -90,6 +120,13 @@ TWINS = {
     ),
     "QwenBackbone": _decoder(_PLAIN_DECODER),
     "Qwen3Backbone": _decoder(_PLAIN_DECODER),
+    "SmolLM3Backbone": _decoder(
+        _PLAIN_DECODER + " (in its rotary layers; its NoPE layers read it "
+        "as is)"
+    ),
+    "MixtralBackbone": _decoder(_MOE),
+    "QwenMoeBackbone": _decoder(_MOE),
+    "Qwen3MoeBackbone": _decoder(_MOE),
     "GemmaBackbone": _decoder(_SCALED),
 }
 
@@ -102,6 +139,22 @@ def hf_twin(backbone_class):
     return None
 
 
+def _has_hf_converter(backbone_class):
+    """Whether KerasHub reads HF transformers checkpoints into
+    `backbone_class`: one of its `convert_*` modules (those its HF preset
+    loader dispatches to) names it as `backbone_cls`; `None` if unknown."""
+    try:
+        from keras_hub.src.utils.transformers import preset_loader
+    except ImportError:  # Another KerasHub layout: unknown.
+        return None
+    converted = {
+        getattr(module, "backbone_cls", None)
+        for name, module in vars(preset_loader).items()
+        if name.startswith("convert_")
+    }
+    return any(klass in converted for klass in backbone_class.__mro__)
+
+
 def _refuse(reason):
     raise ValueError(f"Cannot export to PEFT (nothing written): {reason}")
 
@@ -111,10 +164,24 @@ def _check(model, adalink_backbone):
     name = type(base).__name__
     twin = hf_twin(type(base))
     if twin is None:
+        converter = _has_hf_converter(type(base))
+        if converter is None:
+            why = "no HF twin of it has been checked"
+        elif converter:
+            why = (
+                "KerasHub converts HF checkpoints to it, but PEFT's "
+                "equality with it is not tested"
+            )
+        else:
+            why = (
+                f"KerasHub {keras_hub.__version__} has no converter from an "
+                "HF transformers checkpoint to it, so there is no HF twin "
+                "to target or check"
+            )
         _refuse(
             f"{name} is not in the table of families with a known HF "
-            f"embedding module ({', '.join(sorted(TWINS))}; see "
-            "keras_adalink/export_peft.py)."
+            f"embedding module: {why} (the table: "
+            f"{', '.join(sorted(TWINS))}; see keras_adalink/export_peft.py)."
         )
     try:
         check_foldable(adalink_backbone)

@@ -1,9 +1,9 @@
 """export_peft(): HF transformers + PEFT compute what the adapted model does.
 
 Against the real clients (transformers, peft: the `peft` extra) on CPU:
-the real MiniLM, and tiny random HF decoders saved with `save_pretrained`
-and read by KerasHub's own converters. Torch backend only (the HF side is
-torch; the export itself is numpy).
+the real MiniLM, and tiny random HF decoders and encoders saved with
+`save_pretrained` and read by KerasHub's own converters. Torch backend
+only (the HF side is torch; the export itself is numpy).
 """
 
 import importlib.util
@@ -36,8 +36,24 @@ _CAUSAL_LM = {
     "gpt2": keras_hub.models.GPT2CausalLM,
     "llama": keras_hub.models.LlamaCausalLM,
     "mistral": keras_hub.models.MistralCausalLM,
+    "mixtral": keras_hub.models.MixtralCausalLM,
     "qwen2": keras_hub.models.QwenCausalLM,
+    "qwen2_moe": keras_hub.models.QwenMoeCausalLM,
     "qwen3": keras_hub.models.Qwen3CausalLM,
+    "qwen3_moe": keras_hub.models.Qwen3MoeCausalLM,
+    "smollm3": keras_hub.models.SmolLM3CausalLM,
+}
+_MOE = {
+    "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),
+    "qwen2_moe": dict(
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+    ),
+    "qwen3_moe": dict(
+        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32
+    ),
 }
 
 
@@ -59,9 +75,23 @@ def _hf_decoder(kind, folder):
         "gemma": "Gemma",
         "llama": "Llama",
         "mistral": "Mistral",
+        "mixtral": "Mixtral",
         "qwen2": "Qwen2",
+        "qwen2_moe": "Qwen2Moe",
         "qwen3": "Qwen3",
+        "qwen3_moe": "Qwen3Moe",
+        "smollm3": "SmolLM3",
     }
+    extra = dict(_MOE.get(kind, {}))
+    if kind == "smollm3":
+        # Its defaults name Llama-3 token ids outside a 96-token vocabulary;
+        # one of its two layers NoPE (no rotary), as every 4th in SmolLM3.
+        extra.update(
+            pad_token_id=0,
+            bos_token_id=None,
+            eos_token_id=None,
+            no_rope_layer_interval=2,
+        )
     config = getattr(transformers, f"{names[kind]}Config")(
         hidden_size=32,
         intermediate_size=64,
@@ -70,9 +100,67 @@ def _hf_decoder(kind, folder):
         num_key_value_heads=2,
         head_dim=8,
         **size,
+        **extra,
     )
     model_class = getattr(transformers, f"{names[kind]}ForCausalLM")
     model_class(config).eval().save_pretrained(folder)
+    if kind == "qwen3_moe":
+        # transformers 5 saves the expert count as `num_local_experts`;
+        # Hub Qwen3-MoE checkpoints (and KerasHub 0.32's converter) name it
+        # `num_experts`: write it as the Hub's do.
+        path = os.path.join(folder, "config.json")
+        with open(path) as f:
+            config = json.load(f)
+        config["num_experts"] = config["num_local_experts"]
+        with open(path, "w") as f:
+            json.dump(config, f)
+    return str(folder)
+
+
+def _hf_encoder(kind, folder):
+    """A tiny random HF encoder of `kind`, saved in `folder` with its
+    pretraining head (KerasHub's converters read the `roberta.`/`albert.`
+    prefixed names those checkpoints carry)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    size = dict(vocab_size=96, initializer_range=0.2)
+    layers = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=40,
+    )
+    if kind == "distilbert":
+        config = transformers.DistilBertConfig(
+            dim=32,
+            hidden_dim=64,
+            n_layers=2,
+            n_heads=2,
+            max_position_embeddings=40,
+            **size,
+        )
+        model = transformers.DistilBertForMaskedLM(config)
+    elif kind == "albert":
+        # embedding_size 16 < hidden_size 32: the adapter sits at 16.
+        config = transformers.AlbertConfig(embedding_size=16, **layers, **size)
+        model = transformers.AlbertForPreTraining(config)
+    else:
+        # RoBERTa's own epsilon (its Hub configs say 1e-5; the config
+        # class defaults to BERT's 1e-12), which KerasHub hard-codes.
+        name = {"roberta": "Roberta", "xlm_roberta": "XLMRoberta"}[kind]
+        config = getattr(transformers, f"{name}Config")(
+            layer_norm_eps=1e-5, **layers, **size
+        )
+        model = getattr(transformers, f"{name}ForMaskedLM")(config)
+        if kind == "roberta":
+            # As in every RoBERTa checkpoint (fairseq has no segments; HF's
+            # conversion zeroed the row), which KerasHub's converter drops.
+            with torch.no_grad():
+                model.roberta.embeddings.token_type_embeddings.weight.zero_()
+    model.eval().save_pretrained(folder)
     return str(folder)
 
 
@@ -81,6 +169,16 @@ def decoders(tmp_path_factory):
     """`{kind: HF checkpoint folder}`, each built once."""
     root = tmp_path_factory.mktemp("hf")
     return {kind: _hf_decoder(kind, root / kind) for kind in _CAUSAL_LM}
+
+
+_ENCODERS = ("albert", "distilbert", "roberta", "xlm_roberta")
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    """`{kind: HF checkpoint folder}`, each built once."""
+    root = tmp_path_factory.mktemp("hf_encoders")
+    return {kind: _hf_encoder(kind, root / kind) for kind in _ENCODERS}
 
 
 def _keras_lm(kind, folder, **adapt_kwargs):
@@ -183,6 +281,60 @@ def test_minilm_hidden_states_equal_adapted_backbone(tmp_path):
     assert diff < ATOL
     # The adapter acts: without it HF's outputs are far from the adapted.
     assert np.abs(base - want)[mask].max() > 100 * ATOL
+
+
+def _sequence(outputs):
+    """The token outputs (BERT and ALBERT return a dict with the pooled)."""
+    if isinstance(outputs, dict):
+        outputs = outputs["sequence_output"]
+    return _numpy(outputs)
+
+
+@pytest.mark.parametrize("kind", _ENCODERS)
+def test_encoder_hidden_states_equal_adapted_backbone(kind, encoders, tmp_path):
+    import torch
+    import transformers
+
+    folder = encoders[kind]
+    backbone = keras_hub.models.Backbone.from_preset(folder)
+    adapted = keras_adalink.adapt(backbone, rank=3, dropout=0.0, scale=0.8)
+    randomize_adapter(adapted, scale=0.4)
+    folders = keras_adalink.export_peft(adapted, tmp_path / kind, folder)
+    hf = transformers.AutoModel.from_pretrained(folder)
+    model = _peft_model(hf, folders)
+    with open(os.path.join(folders[0], "adapter_config.json")) as f:
+        assert json.load(f)["target_modules"] == ["word_embeddings"]
+    name = os.path.basename(folders[0])
+    lora_b = model.get_input_embeddings().lora_embedding_B[name]
+    # ALBERT: the LoRA lives at embedding_size (16), not hidden_size (32).
+    assert lora_b.shape == (16 if kind == "albert" else 32, 3)
+
+    # The second row is padded at its end with the checkpoint's pad id.
+    # RoBERTa's HF positions count non-pad tokens from padding_idx + 1, so
+    # real tokens avoid ids 0-2 (pad 1 among them) and get positions
+    # 2, 3, ... as KerasHub's 0, 1, ... do; padded places are not compared.
+    pad = hf.config.pad_token_id
+    ids = np.random.default_rng(3).integers(3, 96, size=(2, 6)).astype("int32")
+    ids[1, 4:] = pad
+    mask = ids != pad
+    x = {"token_ids": ids, "padding_mask": mask}
+    if "segment_ids" in {i.name for i in backbone.inputs}:
+        x["segment_ids"] = 0 * ids
+    want = _sequence(adapted(x))
+    base_keras = _sequence(backbone(x))
+    torch_x = dict(
+        input_ids=torch.tensor(ids, dtype=torch.long),
+        attention_mask=torch.tensor(mask, dtype=torch.long),
+    )
+    with torch.no_grad():
+        have = model(**torch_x).last_hidden_state.numpy()
+        with model.disable_adapter():
+            base = model(**torch_x).last_hidden_state.numpy()
+    base_gap = np.abs(base - base_keras)[mask].max()
+    diff = np.abs(have - want)[mask].max()
+    print(f"{kind}: hidden max abs diff {diff:.2e} (base gap {base_gap:.2e})")
+    assert diff < ATOL
+    assert np.abs(base - want)[mask].max() > 100 * ATOL  # The adapter acts.
 
 
 @pytest.mark.parametrize("kind", sorted(_CAUSAL_LM))
@@ -318,9 +470,9 @@ REFUSALS = {
         lambda: keras_adalink.adapt(_tiny_llama(), rank=2, modalities=["text"]),
         "ModalityRouter",
     ),
-    "family_not_in_table": (
-        lambda: keras_adalink.adapt(BACKBONES["roberta"](), rank=2),
-        "RobertaBackbone is not in the table",
+    "family_without_hf_converter": (
+        lambda: keras_adalink.adapt(BACKBONES["deberta_v3"](), rank=2),
+        "DebertaV3Backbone is not in the table .* no converter from an HF",
     ),
     "no_adapter": (_tiny_llama, "holds no keras_adalink adapter"),
     "quantized": (
@@ -352,7 +504,10 @@ def test_multimodal_backbone_is_refused(tmp_path):
     from tests.test_gemma3_vision import _backbone
 
     adapted = keras_adalink.adapt(_backbone(), rank=2)
-    with pytest.raises(ValueError, match="Gemma3Backbone is not in the table"):
+    with pytest.raises(
+        ValueError,
+        match="Gemma3Backbone is not in the table.*KerasHub converts HF",
+    ):
         keras_adalink.export_peft(adapted, tmp_path / "out")
     assert os.listdir(tmp_path) == []
 
