@@ -92,16 +92,16 @@ def _fit_table(results):
         "check for one family per kind "
         "(`tests/test_distribution.py::test_shape_rule_fit_step_matches_single_device`).",
         "",
-        "| family | mesh | loss diff | adapter diff | bytes split |",
-        "|---|---|---|---|---|",
+        "| family | mesh | loss | loss diff | adapter diff | bytes split |",
+        "|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
         if "error" in runs:
-            lines.append(f"| {name} | — | error: {runs['error']} | | |")
+            lines.append(f"| {name} | — | error: {runs['error']} | | | |")
             continue
         for mesh, run in runs.items():
             lines.append(
-                f"| {name} | {mesh} | {run['loss_diff']:.1e} "
+                f"| {name} | {mesh} | {run['loss']:.4g} | {run['loss_diff']:.1e} "
                 f"| {run['adapter_diff']:.1e} | {run['split_share']:.0%} |"
             )
     return "\n".join(lines) + "\n"

@@ -27,6 +27,7 @@ import keras_adalink  # noqa: E402
 from keras_adalink import sites  # noqa: E402
 from keras_adalink.distribution import layout_source  # noqa: E402
 from keras_adalink.export_peft import hf_twin  # noqa: E402
+from keras_adalink.sites.layouts import PARTIAL  # noqa: E402
 from tests import families  # noqa: E402
 
 PAGE = ROOT / "docs" / "coverage.md"
@@ -141,7 +142,8 @@ def _layout(model):
     frozen = keras_adalink.distribution._frozen_backbone(adapted)
     source = layout_source(type(frozen))[1]
     rule = f"{source} + shapes" if source else "shapes"
-    return f"{rule}, {share:.0%} split"
+    why = PARTIAL.get(type(frozen).__name__)
+    return f"{rule}, {share:.0%} split" + (f" ({why})" if why else "")
 
 
 def _peft(backbone):

@@ -45,10 +45,17 @@ def _setup(adapted):
             h = keras.layers.GlobalAveragePooling1D()(h)
         if len(h.shape) == 2 and "float" in str(h.dtype):
             pooled.append(h)
-    joined = (
-        pooled[0] if len(pooled) == 1 else keras.layers.Concatenate()(pooled)
-    )
-    model = keras.Model(inputs, keras.layers.Dense(1)(joined))
+    # Similarity logits (two towers: batch x batch) are averaged.
+    scores = [
+        keras.layers.Dense(1)(h)
+        if h.shape[-1]
+        else keras.layers.Lambda(
+            lambda t: keras.ops.mean(t, axis=-1, keepdims=True)
+        )(h)
+        for h in pooled
+    ]
+    score = scores[0] if len(scores) == 1 else keras.layers.Add()(scores)
+    model = keras.Model(inputs, score)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     return model, _inputs(adapted), np.ones((2, 1), "float32")
 
@@ -100,6 +107,7 @@ def check(name):
             model, _, _ = _adapted(name, weights)
             got = model.train_on_batch(x, y)
             out["x".join(map(str, shape))] = {
+                "loss": float(np.ravel(loss)[0]),
                 "loss_diff": float(abs(np.ravel(got)[0] - np.ravel(loss)[0])),
                 "adapter_diff": max(
                     float(np.max(np.abs(a - b)))

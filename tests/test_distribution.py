@@ -331,7 +331,7 @@ def test_shape_rule_fit_step_matches_single_device():
     assert results["devices"] == 8
     for name in SHAPE_RULE_FAMILIES:
         for mesh, run in results[name].items():
-            assert run["loss_diff"] < 1e-5, (name, mesh)
+            assert run["loss_diff"] < 1e-5 * max(1, abs(run["loss"])), name
             assert run["adapter_diff"] < 1e-5, (name, mesh)
             # The rebuilt model holds the map's splits: the map read off
             # one build fits another (layer counters differ between them).

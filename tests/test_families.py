@@ -18,6 +18,7 @@ from keras_adalink import sites
 from keras_adalink.distribution import layout_source
 from keras_adalink.sites import default_insertion
 from keras_adalink.sites import find_insertion_sites
+from keras_adalink.sites.layouts import PARTIAL
 from tests.conftest import randomize_adapter
 from tests.conftest import randomize_router_module
 from tests.conftest import to_numpy
@@ -354,7 +355,8 @@ def test_layout_map_fits_every_mesh(name):
                 assert tuple(layout.axes) == (), v.path
             assert all(dim % size == 0 for dim, size in splits(layout, v))
         share = keras_adalink.distribution.sharded_share(adapted, fitted)
-        assert share >= 0.9, (shape, share)
+        # Or the reason it is less, shown on the coverage page.
+        assert share >= 0.9 or name in PARTIAL, (shape, share)
         if indivisible:
             with pytest.raises(ValueError, match="does not divide"):
                 keras_adalink.get_layout_map(adapted, mesh, strict=True)

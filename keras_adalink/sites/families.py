@@ -224,6 +224,7 @@ FAMILIES = {
     "DistilBertBackbone": _BERT_LAYOUT,
     "ElectraBackbone": _BERT_LAYOUT,
     "ViTBackbone": Family(layout=layouts.vit),
+    "FNetBackbone": Family(layout=layouts.fnet),
     "CLIPBackbone": _TWO_TOWER_LAYOUT,
     "SigLIPBackbone": _TWO_TOWER_LAYOUT,
     "MetaCLIP2Backbone": _TWO_TOWER_LAYOUT,
