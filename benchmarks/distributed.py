@@ -101,8 +101,9 @@ def _fit_table(results):
             continue
         for mesh, run in runs.items():
             lines.append(
-                f"| {name} | {mesh} | {run['loss']:.4g} | {run['loss_diff']:.1e} "
-                f"| {run['adapter_diff']:.1e} | {run['split_share']:.0%} |"
+                f"| {name} | {mesh} | {run['loss']:.4g} "
+                f"| {run['loss_diff']:.1e} | {run['adapter_diff']:.1e} "
+                f"| {run['split_share']:.0%} |"
             )
     return "\n".join(lines) + "\n"
 
