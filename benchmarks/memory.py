@@ -130,9 +130,15 @@ def build(model, setting, layers, overrides=None):
     dtype = "bfloat16" if base in ("bf16", "int4-bf16") else None
     backbone = backbone_for(model, layers, dtype, overrides or {})
     quantize = {"f32": None, "bf16": None, "int4-bf16": "int4"}.get(base, base)
-    if setting["method"] == "adalink":
+    if setting["method"].startswith("adalink"):
+        # "adalink-d0": without the adapter branch's dropout (adapt's
+        # default is 0.1), to see what its mask costs.
         adapted = keras_adalink.adapt(
-            backbone, rank=4, quantize=quantize, remat=setting["remat"]
+            backbone,
+            rank=4,
+            quantize=quantize,
+            remat=setting["remat"],
+            dropout=0.0 if setting["method"] == "adalink-d0" else 0.1,
         )
         return head(model, adapted)
     if quantize is not None:
@@ -257,6 +263,7 @@ def settings(model):
                 yield {"method": method, "base": base, "remat": remat}
     for method in ("adalink", "lora"):
         yield {"method": method, "base": "int4-bf16", "remat": True}
+    yield {"method": "adalink-d0", "base": "int4", "remat": True}
 
 
 def main():

@@ -11,18 +11,24 @@ x length 2048, for one setting:
   frozen bytes per parameter of a block. The vocabulary probe (depth 2,
   vocabulary halved) gives the bytes per embedding-table parameter;
 - temp bytes (activations, gradients, buffers): the depth fit's slope is
-  one layer's kept activations (with remat, its input), scaled with the
-  width; the vocabulary probe gives bytes per vocabulary entry (logits and
-  their gradient); the head and FFN probes (at a small vocabulary, so the
-  logits buffer does not mask them) give one block's recompute workspace
-  per query head (attention scores, length^2) and per FFN unit; the rest
-  of the depth-2 temp, scaled with the width, is the remainder.
+  what each layer adds. Measured, `remat=True` does not make it one
+  layer's input on this Gemma (jax, CPU): a layer keeps buffers sized by
+  its query heads (length^2 attention scores) and FFN width. So the slope
+  is split: the head and FFN probes (depth 2, at a small vocabulary so the
+  logits buffer does not mask them; doubling the heads or the FFN width)
+  give the bytes per query head and per FFN unit of a layer (their change
+  over the 2 layers), the rest of the slope is taken as proportional to
+  the width. The vocabulary probe gives the bytes per vocabulary entry
+  (logits and their gradient); what the depth-2 small-vocabulary compile
+  holds beyond these is a constant, scaled with the width.
 
 Terms are added, though XLA's temp is a peak over buffers whose lifetimes
-differ, so where the logits and one block's workspace are not live at
-once the sum overestimates. Attention is the materialised (non-flash)
-path KerasHub runs on CPU; a GPU's fused attention keeps no length^2
-scores.
+differ, so where the logits and a block's buffers are not live at once the
+sum overestimates. Attention is the materialised (non-fused) path KerasHub
+runs on CPU. jax itself saves only each block's input under remat (checked
+with `jax.ad_checkpoint.print_saved_residuals`); the per-layer buffers are
+XLA's CPU schedule of the recomputation. So a second, what-if column keeps
+per layer only its input plus one block's buffers.
 """
 
 import numpy as np
@@ -51,6 +57,7 @@ EXTRAPOLATED = (("adalink", "int4"), ("lora", "int4"))
 DEVICES_GIB = (16, 24, 80)
 RANK = 4
 MB = 2**20
+LENGTH = 2048  # batch 1
 
 
 def layer_params(vocab, d, n, h, k, hd, f, tied):
@@ -65,7 +72,9 @@ def params(shape):
 def trainable(method, vocab, d, n, h, k, hd, f, tied):
     if method == "adalink":
         return 2 * d * RANK
-    return n * RANK * ((d + h * hd) + (d + k * hd))
+    # Keras' EinsumDense LoRA on a `dnh` kernel: A is [d, heads, r] and B
+    # [r, head_dim], on query and value of every block.
+    return n * RANK * (d * h + d * k + 2 * hd)
 
 
 def coefficients(rows, method, base):
@@ -104,20 +113,12 @@ def coefficients(rows, method, base):
     half, eighth = probes["vocab_half"], probes["vocab_eighth"]
     emb = (two["argument_mb"] - half["argument_mb"]) * MB / ((v0 / 2) * d0)
     t_vocab = (two["temp_mb"] - half["temp_mb"]) * MB / (v0 / 2)
-    t_heads = (
-        (probes["vocab_eighth_heads_x2"]["temp_mb"] - eighth["temp_mb"])
-        * MB
-        / h0
-    )
+    heads = probes["vocab_eighth_heads_x2"]
+    per_head = (heads["temp_mb"] - eighth["temp_mb"]) * MB / (2 * h0)
     ffn = probes.get("vocab_eighth_ffn_x2")
-    t_ffn = (ffn["temp_mb"] - eighth["temp_mb"]) * MB / f0 if ffn else 0.0
-    rest = (
-        eighth["temp_mb"] * MB
-        - 2 * temp_slope
-        - t_vocab * v0 / 8
-        - t_heads * h0
-        - t_ffn * f0
-    )
+    per_ffn = (ffn["temp_mb"] - eighth["temp_mb"]) * MB / (2 * f0) if ffn else 0
+    per_width = (temp_slope - per_head * h0 - per_ffn * f0) / d0
+    rest = eighth["temp_mb"] * MB - 2 * temp_slope - t_vocab * v0 / 8
     return {
         "depths": [int(x) for x in depth],
         "args_per_layer_mb": args_slope / MB,
@@ -126,16 +127,16 @@ def coefficients(rows, method, base):
         "bytes_per_embedding_param": emb,
         "args_rest_mb": (args_zero - emb * v0 * d0 - 12 * fixed) / MB,
         "temp_per_layer_mb": temp_slope / MB,
+        "layer_mb_per_query_head": per_head / MB,
+        "layer_kb_per_ffn_unit": per_ffn / 1024,
+        "layer_kb_per_width_unit": per_width / 1024,
         "temp_per_vocab_entry_kb": t_vocab / 1024,
-        "temp_per_query_head_mb": t_heads / MB,
-        "temp_per_ffn_unit_kb": t_ffn / 1024,
         "temp_rest_mb": rest / MB,
         "out_mb": two["output_mb"] - two["alias_mb"],
-        "ffn_probe": ffn is not None,
     }
 
 
-def extrapolate(coef, method, shape):
+def extrapolate(coef, method, shape, one_block=False):
     vocab, d, n, h, k, hd, f, tied = shape
     d0 = GEMMA_1B["hidden_dim"]
     args = (
@@ -144,11 +145,21 @@ def extrapolate(coef, method, shape):
         + 12 * trainable(method, *shape)
         + coef["args_rest_mb"] * MB * d / d0
     )
+    layer = (
+        coef["layer_mb_per_query_head"] * MB * h
+        + coef["layer_kb_per_ffn_unit"] * 1024 * f
+        + coef["layer_kb_per_width_unit"] * 1024 * d
+    )
+    if one_block:
+        # jax saves only each block's input under remat (f32 [1, 2048, d],
+        # checked with jax.ad_checkpoint.print_saved_residuals); a schedule
+        # that recomputes one block at a time holds those plus one block.
+        layer_total = n * LENGTH * d * 4 + layer
+    else:
+        layer_total = n * layer
     temp = (
-        coef["temp_per_layer_mb"] * MB * n * d / d0
+        layer_total
         + coef["temp_per_vocab_entry_kb"] * 1024 * vocab
-        + coef["temp_per_query_head_mb"] * MB * h
-        + coef["temp_per_ffn_unit_kb"] * 1024 * f
         + coef["temp_rest_mb"] * MB * d / d0
     )
     return (args + temp) / 2**30 + coef["out_mb"] / 1024, args / 2**30
@@ -162,17 +173,22 @@ def extrapolation(rows):
             continue
         for name, shape in SHAPES.items():
             step, args = extrapolate(coef, method, shape)
+            one_block, _ = extrapolate(coef, method, shape, one_block=True)
             out.append(
                 {
                     "method": method,
                     "base": base,
                     "shape": name,
                     "step_gib": step,
+                    "step_one_block_gib": one_block,
                     "weights_gib": args,
                     # Full fine-tuning holds at least f32 weights, gradients
                     # and two Adam moments: 16 bytes a parameter.
                     "full_ft_floor_gib": 16 * params(shape) / 2**30,
                     "fits_gib": [g for g in DEVICES_GIB if step <= g],
+                    "fits_one_block_gib": [
+                        g for g in DEVICES_GIB if one_block <= g
+                    ],
                     "coefficients": coef,
                 }
             )
@@ -195,9 +211,9 @@ def extrapolation_md(rows, extra):
         "Coefficients from the fits (remat on, batch 1 x length 2048):",
         "",
         "| setting | depths | frozen B/block param | B/embedding param "
-        "| temp MB/layer | temp KB/vocab entry | temp MB/query head "
-        "| temp KB/FFN unit | temp rest MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| temp MB/layer | of which MB/query head | KB/FFN unit "
+        "| KB/width unit | temp KB/vocab entry | temp rest MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     seen = set()
     for e in extra:
@@ -210,32 +226,37 @@ def extrapolation_md(rows, extra):
             f"| {c['frozen_bytes_per_block_param']:.3f} "
             f"| {c['bytes_per_embedding_param']:.3f} "
             f"| {c['temp_per_layer_mb']:.1f} "
-            f"| {c['temp_per_vocab_entry_kb']:.2f} "
-            f"| {c['temp_per_query_head_mb']:.1f} "
-            f"| {c['temp_per_ffn_unit_kb']:.2f} | {c['temp_rest_mb']:.0f} |"
+            f"| {c['layer_mb_per_query_head']:.1f} "
+            f"| {c['layer_kb_per_ffn_unit']:.2f} "
+            f"| {c['layer_kb_per_width_unit']:.2f} "
+            f"| {c['temp_per_vocab_entry_kb']:.2f} | {c['temp_rest_mb']:.0f} |"
         )
     lines += [
         "",
         "**Extrapolated** step memory (not measured), batch 1 x length "
         "2048, f32 activations, materialised attention; x full FT floor: "
         "against 16 bytes a parameter (f32 weights, gradients, Adam "
-        "moments), a lower bound of full fine-tuning's step:",
+        "moments), a lower bound of full fine-tuning's step. As compiled: "
+        "every layer holds what it held in the measured CPU compiles; one "
+        "block live: each layer keeps only its input (what jax saves under "
+        "remat) and one block's buffers are live, what a schedule that "
+        "recomputes one block at a time would hold (a what-if, not "
+        "measured):",
         "",
-        "| shape | setting | weights+state GiB | step GiB "
-        "| x full FT floor "
-        + "".join(f"| fits {g} GiB " for g in DEVICES_GIB)
-        + "|",
-        "|---|---|---|---|---|" + "---|" * len(DEVICES_GIB),
+        "| shape | setting | weights+state GiB | step GiB as compiled "
+        "| x full FT floor | fits (GiB) | step GiB, one block live "
+        "| fits, one block live |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for e in extra:
-        fits = "".join(
-            f"| {'yes' if g in e['fits_gib'] else 'no'} " for g in DEVICES_GIB
-        )
+        fits = ", ".join(map(str, e["fits_gib"])) or "none"
+        fits_ns = ", ".join(map(str, e["fits_one_block_gib"])) or "none"
         name = "QLoRA (Keras LoRA q,v)" if e["method"] == "lora" else "AdaLink"
         lines.append(
             f"| {e['shape']} | {name} {e['base']}+remat "
             f"| {e['weights_gib']:.1f} | {e['step_gib']:.1f} "
-            f"| {e['step_gib'] / e['full_ft_floor_gib']:.3f} {fits}|"
+            f"| {e['step_gib'] / e['full_ft_floor_gib']:.3f} | {fits} "
+            f"| {e['step_one_block_gib']:.1f} | {fits_ns} |"
         )
     measured = [
         r
@@ -244,6 +265,7 @@ def extrapolation_md(rows, extra):
         and r["probe"] is None
         and r["remat"]
         and (r["method"], r["base"]) in EXTRAPOLATED
+        and any(e["method"] == r["method"] for e in extra)
     ]
     if measured:
         lines += ["", "The sum model against the measured Gemma ~1B rows:", ""]

@@ -72,8 +72,8 @@ def table(rows, timed):
         )
         x_full = f"{row['step_mb'] / full['step_mb']:.2f}" if full else "-"
         x_lora = "-"
-        if row["method"] == "adalink" and lora:
-            x_lora = f"{row['step_mb'] / lora['step_mb']:.2f}"
+        if row["method"].startswith("adalink") and lora:
+            x_lora = f"{row['step_mb'] / lora['step_mb']:.3f}"
         step = x_plain = "-"
         if timed and row.get("step_s"):
             step = f"{row['step_s']:.3f}"
@@ -94,7 +94,7 @@ def goals(rows, model):
     lines = []
     ratios = []
     for row in main:
-        if row["method"] != "adalink":
+        if row["method"] != "adalink":  # adalink-d0 is listed in the table
             continue
         lora = _find(
             main,
@@ -109,7 +109,7 @@ def goals(rows, model):
         worst, row = max(ratios, key=lambda item: item[0])
         lines.append(
             f"- AdaLink / Keras LoRA step memory, same base and remat "
-            f"(goal <= 1.0): at most {worst:.2f} ({row['base']}, remat "
+            f"(goal <= 1.0): at most {worst:.3f} ({row['base']}, remat "
             f"{'yes' if row['remat'] else 'no'}, {row['layers']} layers) "
             f"over {len(ratios)} pairs."
         )
@@ -168,6 +168,7 @@ def plot(rows, extra, path):
         colors = {
             "full": "tab:gray",
             "adalink": "tab:blue",
+            "adalink-d0": "tab:cyan",
             "lora": "tab:orange",
         }
         ax.barh(
