@@ -1,6 +1,7 @@
-"""Train-step memory and time of AdaLink on quantized / rematerialised bases.
+"""Train-step memory and time of AdaLink and Keras LoRA on quantized /
+rematerialised bases.
 
-On the jax backend, for a MiniLM-shaped BERT (random weights, the shape is
+On the jax backend, for a given model shape (random weights, the shape is
 what matters) at a stated batch and length, each setting's train step
 (forward, backward, Adam update, as `fit` runs it) is jitted and XLA's own
 memory analysis of the compiled step is read: argument bytes (weights,
@@ -8,23 +9,44 @@ optimizer state, batch), temp bytes (activations kept for the backward
 pass and other buffers) and output bytes not aliased to a donated
 argument; their sum is the step's memory. No accelerator is needed; CPU
 XLA plans buffers the way it runs them here, a GPU's plan differs in
-detail. Step time is
-the median of a few steps after compilation, all settings in one process,
-so read the time column as ratios.
+detail. Step time is the median of a few steps after compilation, all
+settings in one process, so read the time column as ratios.
 
-Settings: full fine-tuning (every weight trains, f32 Adam) and AdaLink
-(rank 4 at the token embedding, the backbone frozen) on f32, int8, int4
-and float8 bases, each with and without `remat`.
+Settings: full fine-tuning (every weight trains, f32 Adam), AdaLink (rank 4
+at the token embedding, the backbone frozen) and Keras LoRA (rank 4 on the
+query and value projections, `enable_lora`, everything else frozen; on
+int8 this is Keras' QLoRA) on f32, bf16 (the frozen backbone's dtype
+policy `"bfloat16"`; adapter and LoRA weights stay float32, as Keras
+makes them), int8, int4 and float8 bases, each with and without `remat`,
+and, with remat, int4 quantized from a bfloat16 backbone (`int4-bf16`:
+the frozen layers compute in bfloat16).
 
-    KERAS_BACKEND=jax python benchmarks/memory.py [--layers 6 12] [--quick]
+Models (`--model`):
+- `minilm`: a MiniLM-shaped BERT classifier, batch 8 x length 128, step
+  times measured.
+- `gemma`: a ~1B Gemma-shaped causal LM (`GEMMA_1B`), batch 1 x length
+  2048, compiled only (a CPU step would take minutes); float8 left out
+  (Keras keeps float8 kernels in float32: no weight saving, see minilm).
+  `--probes` adds the depth-2 compiles with a changed vocabulary, head
+  count or FFN width that `memory_report.py` uses to extrapolate to
+  bigger shapes.
 
-Writes benchmarks/results/memory.json and memory.md.
+    KERAS_BACKEND=jax python benchmarks/memory.py --model minilm
+    KERAS_BACKEND=jax python benchmarks/memory.py --model gemma \
+        --layers 2 4 6 --probes
+    python benchmarks/memory.py --render
+
+Each setting is written to benchmarks/results/memory.json as it finishes
+(merged with the rows already there); `--render` rewrites memory.md and
+memory.png from the JSON.
 """
 
 import argparse
+import gc
 import json
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -35,7 +57,14 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_adalink  # noqa: E402
+from keras_adalink import baselines  # noqa: E402
 from keras_adalink.heads import mean_pooled_classifier  # noqa: E402
+from keras_adalink.quantization import quantize_frozen  # noqa: E402
+from keras_adalink.quantization import rematerialize_blocks  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+import memory_report  # noqa: E402
+from memory_extrapolate import GEMMA_1B  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 MINILM = dict(
@@ -45,22 +74,96 @@ MINILM = dict(
     intermediate_dim=1536,
     max_sequence_length=512,
 )
+PROBES = {
+    # name: (shape overrides at depth 2). The vocabulary probes give the
+    # logits' bytes per vocabulary entry; the head and FFN probes, at a
+    # small vocabulary so the logits do not mask them, one block's
+    # recompute workspace per head and per FFN unit.
+    "vocab_half": {"vocabulary_size": 128000},
+    "vocab_eighth": {"vocabulary_size": 32000},
+    "vocab_eighth_heads_x2": {"vocabulary_size": 32000, "num_query_heads": 8},
+    "vocab_eighth_ffn_x2": {
+        "vocabulary_size": 32000,
+        "intermediate_dim": 27648,
+    },
+}
+PROBE_SETTINGS = (
+    {"method": "adalink", "base": "int4", "remat": True},
+    {"method": "lora", "base": "int4", "remat": True},
+)
 
 
-def build(setting, layers):
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.BertBackbone(num_layers=layers, **MINILM)
-    if setting["method"] == "full":
-        if setting["remat"]:
-            keras_adalink.quantization.rematerialize_blocks(backbone)
-        return mean_pooled_classifier(backbone, 2)
-    adapted = keras_adalink.adapt(
-        backbone,
-        rank=4,
-        quantize=setting["base"] if setting["base"] != "f32" else None,
-        remat=setting["remat"],
+QUICK = {}  # `--quick`: tiny shapes, to check the script in seconds
+
+
+def backbone_for(model, layers, dtype, overrides):
+    if model == "minilm":
+        return keras_hub.models.BertBackbone(
+            num_layers=layers, dtype=dtype, **{**MINILM, **QUICK}
+        )
+    shape = {**GEMMA_1B, **QUICK, **overrides}
+    return keras_hub.models.GemmaBackbone(
+        num_layers=layers,
+        vocabulary_size=shape["vocabulary_size"],
+        hidden_dim=shape["hidden_dim"],
+        num_query_heads=shape["num_query_heads"],
+        num_key_value_heads=shape["num_key_value_heads"],
+        head_dim=shape["head_dim"],
+        intermediate_dim=shape["intermediate_dim"],
+        dtype=dtype,
     )
-    return mean_pooled_classifier(adapted, 2)
+
+
+def head(model, backbone):
+    if model == "minilm":
+        return mean_pooled_classifier(backbone, 2)
+    return keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=None)
+
+
+def build(model, setting, layers, overrides=None):
+    keras.backend.clear_session()
+    gc.collect()
+    keras.utils.set_random_seed(0)
+    base = setting["base"]
+    # "int4-bf16": a bfloat16 backbone quantized to int4, so the frozen
+    # layers compute (and keep activations) in bfloat16.
+    dtype = "bfloat16" if base in ("bf16", "int4-bf16") else None
+    backbone = backbone_for(model, layers, dtype, overrides or {})
+    quantize = {"f32": None, "bf16": None, "int4-bf16": "int4"}.get(base, base)
+    if setting["method"].startswith("adalink"):
+        # "adalink-d0": without the adapter branch's dropout (adapt's
+        # default is 0.1), to see what its mask costs.
+        adapted = keras_adalink.adapt(
+            backbone,
+            rank=4,
+            quantize=quantize,
+            remat=setting["remat"],
+            dropout=0.0 if setting["method"] == "adalink-d0" else 0.1,
+        )
+        return head(model, adapted)
+    if quantize is not None:
+        quantize_frozen(backbone, quantize)
+    if setting["method"] == "lora":
+        baselines.lora(backbone, rank=4, targets="query_value")
+    if setting["remat"]:
+        rematerialize_blocks(backbone)
+    return head(model, backbone)
+
+
+def batch_for(model, batch, length, vocabulary):
+    rng = np.random.default_rng(0)
+    token_ids = rng.integers(1, vocabulary - 1, (batch, length)).astype("int32")
+    padding_mask = np.ones((batch, length), "int32")
+    if model == "minilm":
+        x = {
+            "token_ids": token_ids,
+            "segment_ids": np.zeros((batch, length), "int32"),
+            "padding_mask": padding_mask,
+        }
+        return x, (np.arange(batch) % 2).astype("int32")
+    # Next-token targets, as a CausalLM preprocessor would shift them.
+    x = {"token_ids": token_ids, "padding_mask": padding_mask}
+    return x, np.roll(token_ids, -1, axis=1)
 
 
 def train_step(model):
@@ -93,15 +196,18 @@ def train_step(model):
     return jax.jit(step, donate_argnums=(0, 1, 2)), state
 
 
-def measure(setting, layers, batch, length, steps):
-    model = build(setting, layers)
-    rng = np.random.default_rng(0)
-    x = {
-        "token_ids": rng.integers(1, 30000, (batch, length)).astype("int32"),
-        "segment_ids": np.zeros((batch, length), "int32"),
-        "padding_mask": np.ones((batch, length), "int32"),
-    }
-    y = (np.arange(batch) % 2).astype("int32")
+def count(variables):
+    return sum(int(np.prod(v.shape)) for v in variables)
+
+
+def measure(model_name, setting, layers, batch, length, steps, probe=None):
+    overrides = PROBES[probe] if probe else {}
+    start = time.perf_counter()
+    model = build(model_name, setting, layers, overrides)
+    build_s = time.perf_counter() - start
+    shape = {**(MINILM if model_name == "minilm" else GEMMA_1B), **QUICK}
+    vocabulary = overrides.get("vocabulary_size", shape["vocabulary_size"])
+    x, y = batch_for(model_name, batch, length, vocabulary)
     step, state = train_step(model)
     start = time.perf_counter()
     compiled = step.lower(*state, x, y).compile()
@@ -115,15 +221,15 @@ def measure(setting, layers, batch, length, steps):
         jax.block_until_ready(out)
         times.append(time.perf_counter() - start)
         _, trainable, non_trainable, optimizer_vars = out
-    trainable_count = sum(
-        int(np.prod(v.shape)) for v in model.trainable_variables
-    )
     return {
+        "model": model_name,
+        "probe": probe,
         **setting,
         "layers": layers,
         "batch": batch,
         "length": length,
-        "trainable_params": trainable_count,
+        "trainable_params": count(model.trainable_variables),
+        "frozen_params": count(model.non_trainable_variables),
         "argument_mb": memory.argument_size_in_bytes / 2**20,
         "temp_mb": memory.temp_size_in_bytes / 2**20,
         "output_mb": memory.output_size_in_bytes / 2**20,
@@ -137,107 +243,89 @@ def measure(setting, layers, batch, length, steps):
             - memory.alias_size_in_bytes
         )
         / 2**20,
-        "step_s": statistics.median(times),
+        "step_s": statistics.median(times) if times else None,
+        "build_s": build_s,
         "compile_s": compile_s,
     }
 
 
-def settings():
+def settings(model):
     yield {"method": "full", "base": "f32", "remat": False}
     yield {"method": "full", "base": "f32", "remat": True}
-    for base in ("f32", "int8", "int4", "float8"):
-        for remat in (False, True):
-            yield {"method": "adalink", "base": base, "remat": remat}
-
-
-def table(rows):
-    lines = [
-        "| layers | method | base | remat | trainable | args MB | temp MB "
-        "| step MB | x full FT | step s | x no remat |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        full = next(
-            r
-            for r in rows
-            if r["layers"] == row["layers"]
-            and r["method"] == "full"
-            and not r["remat"]
-        )
-        plain = next(
-            r
-            for r in rows
-            if r["layers"] == row["layers"]
-            and r["method"] == row["method"]
-            and r["base"] == row["base"]
-            and not r["remat"]
-        )
-        lines.append(
-            f"| {row['layers']} | {row['method']} | {row['base']} "
-            f"| {'yes' if row['remat'] else 'no'} "
-            f"| {row['trainable_params']:,} | {row['argument_mb']:.1f} "
-            f"| {row['temp_mb']:.1f} | {row['step_mb']:.1f} "
-            f"| {row['step_mb'] / full['step_mb']:.2f} "
-            f"| {row['step_s']:.3f} | {row['step_s'] / plain['step_s']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def write(out, meta, rows, batch, length):
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "memory.json"), "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    text = (
-        f"Train step (forward, backward, Adam) of a {meta['shape']} "
-        f"classifier, batch {batch} x length {length}, jax "
-        f"{meta['jax']} on {meta['device']}: XLA's memory analysis of the "
-        "compiled step (args: weights, optimizer state, batch; temp: "
-        "activations and buffers; step: args + temp + outputs not reusing "
-        "a donated buffer) and the median step time "
-        f"(`benchmarks/memory.py`).\n\n" + table(rows)
-    )
-    with open(os.path.join(out, "memory.md"), "w") as f:
-        f.write(text)
-    print(text)
+    bases = ("f32", "bf16", "int8", "int4", "float8")
+    for method in ("adalink", "lora"):
+        for base in bases:
+            if base == "float8" and (method == "lora" or model == "gemma"):
+                # Keras' enable_lora refuses float8 layers; on Gemma,
+                # float8 saves no weight memory (kernels stay float32).
+                continue
+            for remat in (False, True):
+                yield {"method": method, "base": base, "remat": remat}
+    for method in ("adalink", "lora"):
+        yield {"method": method, "base": "int4-bf16", "remat": True}
+    yield {"method": "adalink-d0", "base": "int4", "remat": True}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, nargs="+", default=[6, 12])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--model", choices=("minilm", "gemma"))
+    parser.add_argument("--layers", type=int, nargs="+")
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--length", type=int)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument(
+        "--probes", action="store_true", help="gemma: extrapolation probes"
+    )
+    parser.add_argument(
+        "--only", nargs="+", help="run only settings named method/base/remat"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny shapes, 1 layer, 1 step"
+    )
     parser.add_argument("--out", default=RESULTS)
     parser.add_argument(
         "--render", action="store_true", help="rewrite memory.md from the JSON"
     )
     args = parser.parse_args()
     if args.render:
-        with open(os.path.join(args.out, "memory.json")) as f:
-            saved = json.load(f)
-        first = saved["rows"][0]
-        write(
-            args.out,
-            saved["meta"],
-            saved["rows"],
-            first["batch"],
-            first["length"],
-        )
+        memory_report.render(args.out)
         return
-    rows = []
-    for layers in args.layers:
-        for setting in settings():
-            row = measure(setting, layers, args.batch, args.length, args.steps)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    model = args.model or "minilm"
+    gemma = model == "gemma"
+    if args.quick:
+        QUICK.update(vocabulary_size=1000, hidden_dim=32, intermediate_dim=64)
+        QUICK.update(num_heads=2) if not gemma else QUICK.update(head_dim=16)
+        args.layers, args.length, args.steps = args.layers or [1], 16, 1
+    layers = args.layers or ([2, 4, 6] if gemma else [6, 12])
+    batch = args.batch or (1 if gemma else 8)
+    length = args.length or (2048 if gemma else 128)
+    steps = args.steps if args.steps is not None else (0 if gemma else 3)
     meta = {
         "backend": keras.backend.backend(),
         "device": str(jax.devices()[0]),
         "keras": keras.__version__,
+        "keras_hub": keras_hub.__version__,
         "jax": jax.__version__,
-        "shape": "MiniLM (hidden 384, 12 heads, FFN 1536, vocab 30522)",
     }
-    write(args.out, meta, rows, args.batch, args.length)
+
+    def keep(setting):
+        name = "{method}/{base}/{remat}".format(**setting)
+        return not args.only or name in args.only
+
+    def record(row):
+        print(json.dumps(row), flush=True)
+        memory_report.save(args.out, meta, row)
+
+    for depth in layers:
+        for setting in filter(keep, settings(model)):
+            record(measure(model, setting, depth, batch, length, steps))
+        if gemma and args.probes and depth == layers[0]:
+            for probe in PROBES:
+                for setting in filter(keep, PROBE_SETTINGS):
+                    record(
+                        measure(model, setting, depth, batch, length, 0, probe)
+                    )
+    memory_report.render(args.out)
 
 
 if __name__ == "__main__":
