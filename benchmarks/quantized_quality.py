@@ -31,6 +31,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -39,6 +40,7 @@ import keras
 import numpy as np
 from runlog import RunLog
 
+from keras_adalink.graph import all_layers
 from keras_adalink.quantization import quantization_modes
 
 BASES = ("f32", "int8", "int4", "float8")
@@ -91,6 +93,18 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self.start)
 
+    def on_train_end(self, logs=None):
+        # float8 layers scale with variables meant to track amax while the
+        # layer trains; on a frozen base they may never move from 1.0.
+        scales = [
+            float(np.asarray(v).reshape(-1)[0])
+            for layer in all_layers(self.model)
+            if getattr(layer, "quantization_mode", None) == "float8"
+            for v in layer.variables
+            if v.path.endswith("_scale")
+        ]
+        self.float8_scales = [min(scales), max(scales)] if scales else None
+
 
 def one_run(backbones, data, args, base, method, lr, seed):
     timer = EpochTimer()
@@ -114,12 +128,14 @@ def one_run(backbones, data, args, base, method, lr, seed):
         row,
         test_examples=len(data.splits[TASK][1]["test"][1]),
         quantized_layers=timer.quantized,
+        float8_scales_after_training=timer.float8_scales,
         epoch_seconds=timer.seconds,
         step_seconds=float(np.median(steady)) / steps_per_epoch,
         run_seconds=time.perf_counter() - start,
         machine=machine(),
         backend=keras.backend.backend(),
         keras_version=keras.__version__,
+        command=" ".join([COMMAND, *sys.argv[1:]]),
     )
 
 
@@ -204,6 +220,7 @@ def summarize(log, args):
                 test_std=std,
                 test_runs=[100 * got[s]["test"] for s in seeds],
                 quantized_layers=got[seeds[0]]["quantized_layers"],
+                float8_scales=got[seeds[0]].get("float8_scales_after_training"),
                 trainable=got[seeds[0]]["trainable"],
                 step_seconds=float(
                     np.median([got[s]["step_seconds"] for s in seeds])
@@ -236,6 +253,7 @@ def summarize(log, args):
     first = rows[0] if rows else {}
     return dict(
         command=COMMAND,
+        run_commands=sorted({r["command"] for r in rows if "command" in r}),
         protocol=dict(
             task=TASK,
             train_examples=first.get("train_examples", args.train_examples),
@@ -310,7 +328,9 @@ def markdown(summary):
         "",
         f"Command: `{summary['command']}` (each run is a line of "
         "`quantized_quality_runs.jsonl`; `--render` rebuilds this page from "
-        f"it). Machine: {summary['machine']}; backend "
+        "it; the runs below were made with "
+        + ", ".join(f"`{c}`" for c in summary["run_commands"])
+        + f"). Machine: {summary['machine']}; backend "
         f"{summary['backend']}, Keras {summary['keras_version']}.",
         "",
         "| base | method | quantized layers | seeds | test accuracy "
@@ -351,6 +371,25 @@ def markdown(summary):
         "CPU above: a side figure; Keras' CPU int8/int4/float8 kernels are "
         "not what an accelerator runs.",
     ]
+    scales = [
+        (r["method"], r["float8_scales"])
+        for r in summary["table"]
+        if r.get("float8_scales")
+    ]
+    if scales:
+        lines += [
+            "",
+            "float8 scales (inputs, kernel, output-gradient) after training, "
+            "min to max over the base's float8 layers: "
+            + "; ".join(f"{m} {lo:g} to {hi:g}" for m, (lo, hi) in scales)
+            + ".",
+        ]
+        if all(lo == hi == 1.0 for _, (lo, hi) in scales):
+            lines[-1] += (
+                " They stayed at their initial 1.0: Keras' float8 mode "
+                "updates them through the float8 layers' own trainable "
+                "variables (delayed scaling), which a frozen base freezes."
+            )
     ref = summary["reference"]
     if ref:
         lines += [
