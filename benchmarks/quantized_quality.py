@@ -136,6 +136,7 @@ def one_run(backbones, data, args, base, method, lr, seed):
         backend=keras.backend.backend(),
         keras_version=keras.__version__,
         command=" ".join([COMMAND, *sys.argv[1:]]),
+        load_average=os.getloadavg()[0],  # others on the same cores?
     )
 
 
@@ -228,6 +229,11 @@ def summarize(log, args):
                 run_seconds=float(
                     np.mean([got[s]["run_seconds"] for s in seeds])
                 ),
+                load_average=[
+                    got[s]["load_average"]
+                    for s in seeds
+                    if "load_average" in got[s]
+                ],
             )
             if base != "f32" and ref:
                 entry["diff_points"] = (
@@ -367,10 +373,23 @@ def markdown(summary):
         "Per-seed Δ pairs each base with the f32 run of the same seed (same "
         "adapter/head initialization, dropout and batch order), so it "
         "isolates the quantization from seed noise. Step time: median "
-        "train step of epochs 2-3 (compilation excluded), batch 32, on the "
-        "CPU above: a side figure; Keras' CPU int8/int4/float8 kernels are "
-        "not what an accelerator runs.",
+        "train step of epochs 2-3 (compilation excluded), batch 32, wall "
+        "time on the CPU above: a side figure; Keras' CPU int8/int4/float8 "
+        "kernels are not what an accelerator runs.",
     ]
+    loads = [x for r in summary["table"] for x in r["load_average"]]
+    if loads and max(loads) > os.cpu_count():
+        lines[-1] += (
+            f" Other processes shared the {os.cpu_count()} cores during "
+            f"some runs (1-minute load average {min(loads):.1f} to "
+            f"{max(loads):.1f} at their ends), so step times are inflated "
+            "and noisy."
+        )
+    elif not loads:
+        lines[-1] += (
+            " The runs did not record the machine's load: other processes "
+            "on the same cores would inflate step times."
+        )
     scales = [
         (r["method"], r["float8_scales"])
         for r in summary["table"]
