@@ -42,6 +42,7 @@ import keras_adalink  # noqa: E402
 from keras_adalink import baselines  # noqa: E402
 from keras_adalink import datasets  # noqa: E402
 from keras_adalink.heads import mean_pooled_classifier  # noqa: E402
+from keras_adalink.quantization import quantize_frozen  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 RUNS = os.environ.get(
@@ -103,6 +104,8 @@ class Backbones:
 def encoder(backbones, kind, options):
     backbone = backbones.fresh()
     if kind == "head":
+        if options.get("quantize"):  # quantized_quality.py's head-only base
+            quantize_frozen(backbone, options["quantize"])
         backbone.trainable = False
         return backbone
     if kind == "full":
@@ -142,9 +145,10 @@ def score(task, outputs, y):
 
 
 class Data:
-    def __init__(self, backbones, train_examples):
+    def __init__(self, backbones, train_examples, tasks=None):
         self.splits = {}
-        for name, (task, load) in TASKS.items():
+        for name in tasks or TASKS:
+            task, load = TASKS[name]
             parts = {}
             for split in ("train", "validation", "test"):
                 texts, y = load(split)
@@ -172,6 +176,7 @@ def train_one(
     pooling = extra.pop("pooling", "mean")
     epochs = extra.pop("epochs", args.epochs)
     decay = extra.pop("decay", "rsqrt")
+    callbacks = extra.pop("callbacks", None)
     task, parts = data.splits[task_name]
     keras.utils.set_random_seed(seed)
     model_encoder = encoder(backbones, kind, options)
@@ -187,7 +192,9 @@ def train_one(
     )
     compile_model(model, loss, lr, steps, decay)
     start = time.perf_counter()
-    history = model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0)
+    history = model.fit(
+        x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=callbacks
+    )
     seconds = time.perf_counter() - start
     head = count(model.get_layer("head").trainable_weights)
     return dict(
