@@ -25,6 +25,7 @@ from keras_adalink.adapter_file import adapter_variables
 from keras_adalink.adapter_file import find_adalink_backbone
 from keras_adalink.fold import check_foldable
 from keras_adalink.fold import module_weights
+from keras_adalink.graph import hf_converter_exists
 from keras_adalink.layers import TaskRouter
 from keras_adalink.quantization import quantization_modes
 from keras_adalink.version import __version__
@@ -139,22 +140,6 @@ def hf_twin(backbone_class):
     return None
 
 
-def _has_hf_converter(backbone_class):
-    """Whether KerasHub reads HF transformers checkpoints into
-    `backbone_class`: one of its `convert_*` modules (those its HF preset
-    loader dispatches to) names it as `backbone_cls`; `None` if unknown."""
-    try:
-        from keras_hub.src.utils.transformers import preset_loader
-    except ImportError:  # Another KerasHub layout: unknown.
-        return None
-    converted = {
-        getattr(module, "backbone_cls", None)
-        for name, module in vars(preset_loader).items()
-        if name.startswith("convert_")
-    }
-    return any(klass in converted for klass in backbone_class.__mro__)
-
-
 def _refuse(reason):
     raise ValueError(f"Cannot export to PEFT (nothing written): {reason}")
 
@@ -164,7 +149,7 @@ def _check(model, adalink_backbone):
     name = type(base).__name__
     twin = hf_twin(type(base))
     if twin is None:
-        converter = _has_hf_converter(type(base))
+        converter = hf_converter_exists(type(base))
         if converter is None:
             why = "no HF twin of it has been checked"
         elif converter:

@@ -55,6 +55,12 @@ PRIVATE_API = (
         "(`preset_file`)",
     ),
     (
+        "keras_hub.src.utils.transformers.preset_loader",
+        "convert_bert",
+        "whether KerasHub converts HF checkpoints into a backbone class "
+        "(`hf_converter_exists`: its `convert_*` modules' `backbone_cls`)",
+    ),
+    (
         "keras_hub.src.models.moonshine.moonshine_backbone.MoonshineBackbone",
         "_compute_mask_layer",
         "a private backbone layer a KerasHub task calls directly "
@@ -176,3 +182,19 @@ def preset_file(preset, name):
     from keras_hub.src.utils.preset_utils import get_file
 
     return get_file(preset, name)
+
+
+def hf_converter_exists(backbone_class):
+    """Whether KerasHub reads HF transformers checkpoints into
+    `backbone_class`: one of its `convert_*` modules (those its HF preset
+    loader dispatches to) names it as `backbone_cls`; `None` if unknown."""
+    try:
+        from keras_hub.src.utils.transformers import preset_loader
+    except ImportError:  # Another KerasHub layout: unknown.
+        return None
+    converted = {
+        getattr(module, "backbone_cls", None)
+        for name, module in vars(preset_loader).items()
+        if name.startswith("convert_")
+    }
+    return any(klass in converted for klass in backbone_class.__mro__)

@@ -14,8 +14,12 @@ from keras_adalink import graph
 
 
 def _owner(dotted):
-    module, _, name = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    """The class or module `dotted` names."""
+    try:
+        return importlib.import_module(dotted)
+    except ImportError:
+        module, _, name = dotted.rpartition(".")
+        return getattr(importlib.import_module(module), name)
 
 
 def _assigned(cls, name):
