@@ -41,6 +41,8 @@ def _setup(adapted):
         inputs = keras.Input(adapted.input.shape[1:])
     pooled = []
     for h in keras.tree.flatten(adapted(inputs)):
+        if len(h.shape) == 4:  # Feature maps (MiT, ViTDet).
+            h = keras.layers.GlobalAveragePooling2D()(h)
         if len(h.shape) == 3:
             h = keras.layers.GlobalAveragePooling1D()(h)
         if len(h.shape) == 2 and "float" in str(h.dtype):
