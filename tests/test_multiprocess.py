@@ -6,7 +6,6 @@ Each command has its own timeout and every process started is killed at
 the end, whatever happened.
 """
 
-import csv
 import json
 import os
 import signal
@@ -20,8 +19,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from keras_adalink import datasets
 from tests import presets
+from tests.test_cli import _write_csv
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax",
@@ -35,12 +34,7 @@ TIMEOUT = 240  # seconds, for any one command
 def job(tmp_path_factory):
     """A tiny BERT preset and 96 labelled rows: 12 steps an epoch."""
     root = tmp_path_factory.mktemp("multiprocess")
-    texts, labels = datasets.rotten_tomatoes("train")
-    with open(root / "train.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["review", "sentiment"])
-        for text, label in zip(texts[:96], labels[:96]):
-            writer.writerow([text, ["rotten", "fresh"][label]])
+    _write_csv(root / "train.csv", 96, "train")
     flags = [
         "train",
         "--backbone",
