@@ -17,7 +17,8 @@ from safetensors import SafetensorError
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from keras_adalink.models import AdaLinkBackbone
+from keras_adalink.layers import TaskHeads
+from keras_adalink.models import find_adalink_backbone
 from keras_adalink.models.walk import first_nested
 from keras_adalink.quantization import quantization_modes
 from keras_adalink.version import __version__
@@ -27,17 +28,6 @@ FORMAT_VERSION = 1
 _VALUES_PER_VARIABLE = 4096
 _IGNORED_CONFIG_KEYS = ("name", "trainable", "dtype")
 _TRAINING_ONLY = ("dropout",)
-
-
-def find_adalink_backbone(model):
-    """The `AdaLinkBackbone` inside `model` (itself, a task's, or nested)."""
-    found = first_nested(model, lambda x: isinstance(x, AdaLinkBackbone))
-    if found is None:
-        raise ValueError(
-            f"{type(model).__name__} holds no keras_adalink adapter. Call "
-            "`keras_adalink.adapt(model, ...)` first."
-        )
-    return found
 
 
 def adapter_variables(model):
@@ -103,7 +93,7 @@ def _adapter_record(adalink_backbone):
 
 def _task_heads_record(model):
     """`{"widths": [...]}` of a composed model's `TaskHeads`, else None."""
-    heads = first_nested(model, lambda x: type(x).__name__ == "TaskHeads")
+    heads = first_nested(model, lambda x: isinstance(x, TaskHeads))
     return None if heads is None else {"widths": list(heads.widths)}
 
 
@@ -201,6 +191,24 @@ def differences(prefix, expected, actual):
     return []
 
 
+def backbone_differences(expected, actual):
+    """`differences` of two `backbone_fingerprint` records: class, config
+    and quantization by key; then, if those agree, the weights hash (a
+    different hash under the same config means another checkpoint)."""
+    config = {k: v for k, v in expected.items() if k != "weights_sha256"}
+    lines = differences(
+        "backbone",
+        config,
+        {k: v for k, v in actual.items() if k != "weights_sha256"},
+    )
+    if not lines and expected["weights_sha256"] != actual["weights_sha256"]:
+        lines.append(
+            "backbone weights: another checkpoint than the one the adapter "
+            "was trained on (weights fingerprint differs)"
+        )
+    return lines
+
+
 def _weights_config(record):
     """The adapter record minus training-only settings (dropout), which do
     not change what the weights compute and may differ between runs."""
@@ -234,17 +242,7 @@ def load_adapter(model, path):
     problems = differences(
         "adapter", _weights_config(record), _weights_config(expected)
     )
-    file_bb, model_bb = record["backbone"], expected["backbone"]
-    problems += differences(
-        "backbone",
-        {k: v for k, v in file_bb.items() if k != "weights_sha256"},
-        {k: v for k, v in model_bb.items() if k != "weights_sha256"},
-    )
-    if not problems and file_bb["weights_sha256"] != model_bb["weights_sha256"]:
-        problems.append(
-            "backbone weights: the model's frozen backbone is another "
-            "checkpoint than the one the adapter was trained on"
-        )
+    problems += backbone_differences(record["backbone"], expected["backbone"])
     problems += differences(
         "task_heads", record.get("task_heads"), expected["task_heads"]
     )

@@ -16,9 +16,7 @@ from keras_hub.models import Task
 
 from keras_adalink import graph
 from keras_adalink.adapt import reattach
-from keras_adalink.adapt import rebuild_task
-from keras_adalink.adapter_file import differences
-from keras_adalink.adapter_file import find_adalink_backbone
+from keras_adalink.adapter_file import backbone_differences
 from keras_adalink.compose_sources import default_name
 from keras_adalink.compose_sources import from_file
 from keras_adalink.compose_sources import from_model
@@ -26,6 +24,8 @@ from keras_adalink.compose_sources import head_layer
 from keras_adalink.layers import TaskHeads
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models import AdaLinkBackbone
+from keras_adalink.models import find_adalink_backbone
+from keras_adalink.models.tasks import rebuild_task
 from keras_adalink.slot_lock import guard
 
 
@@ -43,17 +43,7 @@ def _check_same(template, source):
 def mismatches(template, source):
     """Everything in which `source` differs from `template` (backbone
     fingerprint, insertion, activation, head layer, widths), as lines."""
-    problems = differences(
-        "backbone",
-        {k: v for k, v in template.backbone.items() if k != "weights_sha256"},
-        {k: v for k, v in source.backbone.items() if k != "weights_sha256"},
-    )
-    if not problems and (
-        template.backbone["weights_sha256"] != source.backbone["weights_sha256"]
-    ):
-        problems.append(
-            "backbone weights: another checkpoint (weights fingerprint differs)"
-        )
+    problems = backbone_differences(template.backbone, source.backbone)
     for field in ("insertion", "activation", "head"):
         mine, theirs = getattr(template, field), getattr(source, field)
         if mine != theirs:

@@ -14,10 +14,10 @@ import numpy as np
 from keras_adalink import graph
 from keras_adalink.adapter_file import adapter_variables
 from keras_adalink.adapter_file import backbone_fingerprint
-from keras_adalink.adapter_file import find_adalink_backbone
 from keras_adalink.adapter_file import read_adapter
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import TaskHeads
+from keras_adalink.models import find_adalink_backbone
 
 
 @dataclasses.dataclass

@@ -106,11 +106,11 @@ def _rotten_tomatoes_rows():
     return np.array(texts, dtype=object), np.array(labels, dtype="int32")
 
 
-def _check_split(split):
-    if split not in RT_FRACTIONS:
+def check_split(split, splits=tuple(RT_FRACTIONS)):
+    """Raises unless `split` is one of `splits` (the loaders' own splits)."""
+    if split not in splits:
         raise ValueError(
-            f"`split` must be one of {list(RT_FRACTIONS)}. "
-            f"Received: split={split!r}"
+            f"`split` must be one of {list(splits)}. Received: split={split!r}"
         )
 
 
@@ -143,7 +143,7 @@ def rotten_tomatoes(split="train"):
     >>> len(texts), labels[:3]
     (1276, array([0, 1, 0], dtype=int32))
     """
-    _check_split(split)
+    check_split(split)
     texts, labels = _rotten_tomatoes_rows()
     rng = np.random.default_rng(RT_SEED)
     chosen = [
@@ -218,7 +218,7 @@ def vader(corpus="movie_reviews", split="train"):
             f"`corpus` must be one of {list(_VADER_CORPORA)}. "
             f"Received: corpus={corpus!r}"
         )
-    _check_split(split)
+    check_split(split)
     texts, scores = _vader_rows(corpus)
     rng = np.random.default_rng(VADER_SEED)
     index = _part(rng.permutation(len(texts)), split)

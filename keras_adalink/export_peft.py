@@ -22,11 +22,11 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from keras_adalink.adapter_file import adapter_variables
-from keras_adalink.adapter_file import find_adalink_backbone
 from keras_adalink.fold import check_foldable
 from keras_adalink.fold import module_weights
 from keras_adalink.graph import hf_converter_exists
 from keras_adalink.layers import TaskRouter
+from keras_adalink.models import find_adalink_backbone
 from keras_adalink.quantization import quantization_modes
 from keras_adalink.version import __version__
 

@@ -14,10 +14,10 @@ import keras_hub
 import numpy as np
 
 from keras_adalink import graph
-from keras_adalink.adapt import rebuild_task
-from keras_adalink.adapter_file import find_adalink_backbone
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import TaskRouter
+from keras_adalink.models import find_adalink_backbone
+from keras_adalink.models.tasks import rebuild_task
 from keras_adalink.quantization import quantization_modes
 from keras_adalink.sites import find_insertion_sites
 

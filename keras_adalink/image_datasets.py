@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from keras_adalink.datasets import check_split
+
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
     "t-shirt",
@@ -44,13 +46,6 @@ def _resize(images, size):
     before = pad // 2
     widths = ((0, 0), (before, pad - before), (before, pad - before), (0, 0))
     return np.pad(images, widths)
-
-
-def _check_split(split):
-    if split not in ("train", "test"):
-        raise ValueError(
-            f"`split` must be 'train' or 'test'. Received: split={split!r}"
-        )
 
 
 def question_kind(question):
@@ -89,7 +84,7 @@ def easy_vqa(split="train", kind=None, image_size=64):
         ) from None
     from PIL import Image
 
-    _check_split(split)
+    check_split(split, ("train", "test"))
     if kind not in (None, *_VQA_KINDS):
         raise ValueError(
             f"`kind` must be None or one of {list(_VQA_KINDS)}. "
@@ -143,7 +138,7 @@ def fashion_mnist(split="train", image_size=32, directory=None):
     >>> images.shape, FASHION_MNIST_CLASSES[labels[0]]
     ((10000, 32, 32, 3), 'ankle boot')
     """
-    _check_split(split)
+    check_split(split, ("train", "test"))
     if image_size < 28:
         raise ValueError(
             f"`image_size` must be >= 28. Received: image_size={image_size}"

@@ -10,13 +10,13 @@ nor recompiled.
 import numpy as np
 from keras import ops
 
-from keras_adalink.adapter_file import find_adalink_backbone
 from keras_adalink.compose import mismatches
 from keras_adalink.compose import model_layout
 from keras_adalink.compose import read_source
 from keras_adalink.compose_sources import head_layer
 from keras_adalink.layers import TaskHeads
 from keras_adalink.layers import TaskRouter
+from keras_adalink.models import find_adalink_backbone
 from keras_adalink.slot_lock import guard
 
 

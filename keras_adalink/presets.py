@@ -25,9 +25,7 @@ import keras
 import keras_hub
 
 from keras_adalink.adapt import reattach
-from keras_adalink.adapt import rebuild_task
 from keras_adalink.adapter_file import describe_adapter
-from keras_adalink.adapter_file import find_adalink_backbone
 from keras_adalink.adapter_file import load_adapter
 from keras_adalink.adapter_file import save_adapter
 from keras_adalink.graph import load_task_preset
@@ -36,6 +34,8 @@ from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models import AdaLinkBackbone
+from keras_adalink.models import find_adalink_backbone
+from keras_adalink.models.tasks import rebuild_task
 from keras_adalink.quantization import quantization_modes
 from keras_adalink.quantization import quantize_frozen
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import keras_adalink
-from keras_adalink.adapter_file import find_adalink_backbone
 from keras_adalink.heads import mean_pooled_classifier
+from keras_adalink.models import find_adalink_backbone
 from tests.conftest import BACKBONES
 from tests.conftest import backbone_inputs
 from tests.conftest import to_numpy

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import keras_adalink
-from keras_adalink.adapter_file import find_adalink_backbone
 from keras_adalink.adapter_file import read_adapter
 from keras_adalink.heads import mean_pooled_classifier
+from keras_adalink.models import find_adalink_backbone
 from tests.conftest import VOCAB
 from tests.conftest import backbone_inputs
 

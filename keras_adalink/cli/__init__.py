@@ -12,11 +12,11 @@ import argparse
 import sys
 
 from keras_adalink.cli import distributed
-from keras_adalink.cli.commands import cmd_compose
-from keras_adalink.cli.commands import cmd_demo
-from keras_adalink.cli.commands import cmd_eval
-from keras_adalink.cli.commands import cmd_export
-from keras_adalink.cli.commands import cmd_predict
+from keras_adalink.cli.compose import cmd_compose
+from keras_adalink.cli.demo import cmd_demo
+from keras_adalink.cli.evaluate import cmd_eval
+from keras_adalink.cli.export import cmd_export
+from keras_adalink.cli.predict import cmd_predict
 from keras_adalink.cli.runs import CliError
 from keras_adalink.cli.train import cmd_train
 from keras_adalink.cli.train import default_learning_rate

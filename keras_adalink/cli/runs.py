@@ -136,6 +136,13 @@ def build(run):
     return classifier(run)
 
 
+def detach_preprocessor(lm):
+    """Takes `lm`'s preprocessor off it and returns it: a generation run
+    feeds the LM token ids it makes itself (`keras_adalink.cli.generation`)."""
+    preprocessor, lm.preprocessor = lm.preprocessor, None
+    return preprocessor
+
+
 def read_run(folder):
     spec = os.path.join(folder, "run.json")
     if not os.path.isfile(spec):

@@ -5,20 +5,24 @@ import json
 import os
 
 import keras
-import numpy as np
 
 from keras_adalink.cli import distributed
 from keras_adalink.cli import generation
 from keras_adalink.cli.fitting import evaluate
 from keras_adalink.cli.fitting import fit_epochs
 from keras_adalink.cli.fitting import schedule
+from keras_adalink.cli.rows import features
+from keras_adalink.cli.rows import multi_task_data
+from keras_adalink.cli.rows import scores
+from keras_adalink.cli.rows import targets
 from keras_adalink.cli.runs import CliError
 from keras_adalink.cli.runs import build
+from keras_adalink.cli.runs import detach_preprocessor
 from keras_adalink.cli.runs import multi_task
 from keras_adalink.cli.runs import write_json
 from keras_adalink.datasets import column
-from keras_adalink.datasets import featurize
 from keras_adalink.datasets import read_rows
+from keras_adalink.layers.task_heads import PaddedLogits
 
 
 def default_learning_rate(rank):
@@ -93,70 +97,6 @@ def run_spec(args, rows):
     return {"backbone": args.backbone, "task_names": names, "tasks": tasks}
 
 
-def features(run, preprocessor, rows, path):
-    texts = column(rows, run["text_column"], path)
-    if run.get("text_pair_column"):  # the preprocessor's own pair input
-        texts = (texts, column(rows, run["text_pair_column"], path))
-    return featurize(preprocessor, texts)
-
-
-def targets(run, rows, path):
-    values = column(rows, run["label_column"], path)
-    if run["task"] == "regression":
-        return np.asarray(values, "float32")
-    index = {label: i for i, label in enumerate(run["labels"])}
-    unknown = sorted({str(v) for v in values} - set(index))
-    if unknown:
-        raise CliError(f"labels {unknown[:5]} in {path} were not in training")
-    return np.asarray([index[str(v)] for v in values], "int32")
-
-
-def task_rows(run, rows, name, path):
-    """The rows of task `name` in a `--task-column` file."""
-    own = run["tasks"][name]
-    if "task_column" not in own:
-        return rows
-    column(rows, own["task_column"], path)
-    return [r for r in rows if str(r[own["task_column"]]) == name]
-
-
-def scores(run, predict, x, y):
-    out = predict(x)
-    if run["task"] == "regression":
-        pred = out[:, 0]
-        return {
-            "pearson": float(np.corrcoef(pred, y)[0, 1]),
-            "mse": float(np.mean((pred - y) ** 2)),
-        }
-    return {"accuracy": float(np.mean(np.argmax(out, -1) == y))}
-
-
-@keras.saving.register_keras_serializable(package="keras_adalink")
-class PaddedLogits(keras.layers.Layer):
-    """`TaskHeads` outputs with each row's padding slots at -1e9, so a
-    softmax over them spreads only over that row's own task's classes."""
-
-    def call(self, heads):
-        outputs = heads["outputs"]
-        slots = keras.ops.arange(keras.ops.shape(outputs)[-1])
-        width = keras.ops.expand_dims(heads["num_outputs"], -1)
-        return keras.ops.where(slots[None, :] < width, outputs, -1e9)
-
-
-def _multi_task_data(run, preprocessor, rows, path):
-    """Features with `task_id`, and each row's target in its own task."""
-    xs, ys, ids = [], [], []
-    for t, name in enumerate(run["task_names"]):
-        own = task_rows(run, rows, name, path)
-        if own:
-            xs.append(features(run["tasks"][name], preprocessor, own, path))
-            ys.append(targets(run["tasks"][name], own, path))
-            ids.append(np.full(len(own), t, "int32"))
-    x = {k: np.concatenate([p[k] for p in xs]) for k in xs[0]}
-    x["task_id"] = np.concatenate(ids)
-    return x, np.concatenate(ys)
-
-
 def _compile(model, task, learning_rate, steps, args):
     import keras_adalink
 
@@ -182,7 +122,7 @@ def _prepare(run, args, rows):
     val_rows = args.val_data and read_rows(args.val_data, args.val_split)
     if run.get("task") == "generation":
         lm, _ = build(run)
-        preprocessor, lm.preprocessor = lm.preprocessor, None
+        preprocessor = detach_preprocessor(lm)
 
         def data(rows, path):
             prompts = column(rows, run["prompt_column"], path)
@@ -216,7 +156,7 @@ def _prepare(run, args, rows):
             trainer = keras.Model(model.input, trainer.output[:, :1])
 
         def data(rows, path):
-            return _multi_task_data(run, preprocessor, rows, path)
+            return multi_task_data(run, preprocessor, rows, path)
 
         def measure(x, y):
             out = {}

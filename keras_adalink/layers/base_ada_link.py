@@ -116,26 +116,9 @@ class BaseAdaLink(keras.layers.Layer):
         self.built = True
 
     def _check_ids(self, values, name, high, low=None, note=""):
-        """Raises unless numpy `values` are ints below `high` (and >= `low`).
-
-        Shared by the routers' eager call checks and by
-        `keras_adalink.validation`, which runs them before `fit`/`predict`.
-        """
-        if not np.issubdtype(values.dtype, np.integer):
-            raise TypeError(
-                f"`{name}` must hold ints (an int tensor). Received dtype "
-                f"{values.dtype} for layer '{self.name}'."
-            )
-        bad = values >= high
-        if low is not None:
-            bad |= values < low
-        if bad.any():
-            bounds = f"[{low}, {high})" if low is not None else f"< {high}"
-            raise ValueError(
-                f"`{name}` must be {bounds}{note} for layer '{self.name}'. "
-                f"Received out-of-range ids: "
-                f"{sorted(set(values[bad].tolist()))[:10]}"
-            )
+        """`check_ids` for this layer: the routers' eager call checks and
+        `keras_adalink.validation`, which runs them before `fit`/`predict`."""
+        check_ids(values, name, high, low=low, note=note, layer=self.name)
 
     def _kernels(self, dtype):
         # Weights stay float32; compute runs in the input's dtype.
@@ -179,3 +162,22 @@ class BaseAdaLink(keras.layers.Layer):
             }
         )
         return config
+
+
+def check_ids(values, name, high, low=None, note="", layer=""):
+    """Raises unless numpy `values` are ints below `high` (and >= `low`)."""
+    if not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(
+            f"`{name}` must hold ints (an int tensor). Received dtype "
+            f"{values.dtype} for layer '{layer}'."
+        )
+    bad = values >= high
+    if low is not None:
+        bad |= values < low
+    if bad.any():
+        bounds = f"[{low}, {high})" if low is not None else f"< {high}"
+        raise ValueError(
+            f"`{name}` must be {bounds}{note} for layer '{layer}'. "
+            f"Received out-of-range ids: "
+            f"{sorted(set(values[bad].tolist()))[:10]}"
+        )

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_adalink.layers.base_ada_link import check_ids
 from keras_adalink.layers.base_ada_link import concrete_numpy
 
 
@@ -94,13 +95,8 @@ class TaskHeads(keras.layers.Layer):
 
     def call(self, inputs, task_id):
         values = concrete_numpy(task_id)
-        if values is not None and (
-            (values < 0).any() or (values >= self.num_tasks).any()
-        ):
-            raise ValueError(
-                f"`task_id` must be in [0, {self.num_tasks}) for layer "
-                f"'{self.name}'. Received: {sorted(set(values.ravel()))[:10]}"
-            )
+        if values is not None:
+            check_ids(values, "task_id", self.num_tasks, low=0, layer=self.name)
         task_id = ops.reshape(ops.cast(task_id, "int32"), (-1,))
         widths = ops.take(np.asarray(self.widths, "int32"), task_id, 0)
         # Rows offset[t] .. offset[t] + W - 1 of the tables; rows past the
@@ -132,3 +128,15 @@ class TaskHeads(keras.layers.Layer):
         config = super().get_config()
         config["widths"] = list(self.widths)
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_adalink")
+class PaddedLogits(keras.layers.Layer):
+    """`TaskHeads` outputs with each row's padding slots at -1e9, so a
+    softmax over them spreads only over that row's own task's classes."""
+
+    def call(self, heads):
+        outputs = heads["outputs"]
+        slots = ops.arange(ops.shape(outputs)[-1])
+        width = ops.expand_dims(heads["num_outputs"], -1)
+        return ops.where(slots[None, :] < width, outputs, -1e9)

@@ -1,3 +1,4 @@
 from keras_adalink.models.ada_link_backbone import AdaLinkBackbone
+from keras_adalink.models.ada_link_backbone import find_adalink_backbone
 
-__all__ = ["AdaLinkBackbone"]
+__all__ = ["AdaLinkBackbone", "find_adalink_backbone"]

@@ -9,6 +9,7 @@ from keras_adalink.layers import TaskRouter
 from keras_adalink.models.adapted_call import AdaptedCall
 from keras_adalink.models.adapted_call import Routing
 from keras_adalink.models.adapted_call import site_calls
+from keras_adalink.models.walk import first_nested
 from keras_adalink.sites import default_insertion
 from keras_adalink.sites import find_insertion_sites
 from keras_adalink.validation import check_inputs
@@ -304,3 +305,14 @@ class AdaLinkBackbone(Backbone):
         return super().from_config(
             deserialize_layers(config, ("backbone", "adapter"))
         )
+
+
+def find_adalink_backbone(model):
+    """The `AdaLinkBackbone` inside `model` (itself, a task's, or nested)."""
+    found = first_nested(model, lambda x: isinstance(x, AdaLinkBackbone))
+    if found is None:
+        raise ValueError(
+            f"{type(model).__name__} holds no keras_adalink adapter. Call "
+            "`keras_adalink.adapt(model, ...)` first."
+        )
+    return found
