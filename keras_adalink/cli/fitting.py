@@ -157,15 +157,18 @@ def evaluate(model, data, args, placement):
     )
 
 
-def fit_epochs(model, data, *, args, expected, placement, validation=None):
-    """Trains `model` on `data = (x, y, sample_weight or None)`.
+def fit_epochs(
+    model, data, *, plan, args, expected, placement, validation=None
+):
+    """Trains `model` on `data = (x, y, sample_weight or None)` for `plan =
+    schedule(...)`, the steps its optimizer's rate schedule was made for.
 
     Returns the per-epoch history (a dict of lists, validation included),
     continuing the checkpoint's when `args.resume` finds one. Only the
     process that `placement.writes` writes the checkpoint and logs.
     """
     x, y, weights = data
-    per_epoch, steps, epochs = schedule(len(y), args, placement)
+    per_epoch, steps, epochs = plan
     model.optimizer.build(model.trainable_variables)
     history, start = {}, 0
     meta = (

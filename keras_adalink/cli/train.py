@@ -220,7 +220,8 @@ def cmd_train(args):
                 )
             return out
 
-    _, steps, _ = schedule(len(data[1]), args, placement)
+    plan = schedule(len(data[1]), args, placement)
+    steps = plan[1]
     learning_rate = args.learning_rate
     if learning_rate is None:
         learning_rate = default_learning_rate(args.rank)
@@ -239,6 +240,7 @@ def cmd_train(args):
     history = fit_epochs(
         trainer,
         data,
+        plan=plan,
         args=args,
         expected=expected,
         placement=placement,
