@@ -45,7 +45,7 @@ demo: $(STAMP)
 # over every core (pytest-xdist; WORKERS=0 runs them in this process).
 # XLA's CPU backend compiles at optimization level 0 in tests (the same
 # computations, less LLVM optimisation): tiny models' compiles dominate the
-# jax pass, and this ran tests/test_families.py's core ~1.8x faster.
+# jax pass, and this ran tests/sites/test_families.py's core ~1.8x faster.
 WORKERS ?= auto
 XLA_TEST_FLAGS ?= --xla_backend_optimization_level=0
 test: $(STAMP)

@@ -2,8 +2,8 @@
 model-parallel layout, and step time of 8 simulated devices against one.
 
 Runs itself in a process with 8 simulated CPU devices (jax). For every
-family of tests/families.py (the tiny test configs), the adapted model is
-built inside a `ModelParallel` scope on a 1x8 mesh with the map
+family of tests/fixtures/families.py (the tiny test configs), the adapted
+model is built inside a `ModelParallel` scope on a 1x8 mesh with the map
 `keras_adalink.get_layout_map` read off a first build, and the bytes each
 device actually holds (the shards of every backbone weight on device 0,
 plus the replicated adapter) are compared with the ideal: the backbone's
@@ -19,8 +19,8 @@ its collectives cost here), not a speed claim.
 
 Writes benchmarks/results/distributed.json and distributed.md. With
 `--fit`, instead: one ModelParallel fit step of every family on 2x4 and
-1x8 meshes against one device (tests/distributed_families.py, which CI runs
-for one family per kind), into distributed_fit.json and .md.
+1x8 meshes against one device (tests/fixtures/distributed_families.py,
+which CI runs for one family per kind), into distributed_fit.json and .md.
 """
 
 import argparse
@@ -63,8 +63,8 @@ REAL = {
 
 
 def _fit_child(args):
-    from tests.distributed_families import check
-    from tests.families import FAMILIES
+    from tests.fixtures.distributed_families import check
+    from tests.fixtures.families import FAMILIES
 
     warnings.simplefilter("ignore")
     results = {}
@@ -116,9 +116,9 @@ def _child(args):
 
     import keras_adalink
     from keras_adalink.distribution import _frozen_backbone
-    from tests.distributed_families import _adapted
-    from tests.families import FAMILIES
-    from tests.families import build
+    from tests.fixtures.distributed_families import _adapted
+    from tests.fixtures.families import FAMILIES
+    from tests.fixtures.families import build
 
     def adapted(name, weights=None):
         keras.utils.set_random_seed(0)

@@ -16,7 +16,7 @@ shape (`sites/layouts.by_shape`): the heads or experts axis of 3-D kernels,
 the larger axis of tables and 2-D kernels, a bias like its kernel's output
 axis. Norms, the biases of row-split layers and the task head are
 replicated: at least 90% of every adapted family's backbone bytes are split
-(tests/test_families.py), and a ModelParallel step equals one device's.
+(tests/sites/test_families.py), and a ModelParallel step equals one device's.
 
 The AdaLink weights are replicated: they are `2 * d * r` numbers (3,072 for
 MiniLM at rank 4), so splitting them saves no memory worth having and adds

@@ -78,7 +78,7 @@ _SCALED = (
 
 # KerasHub backbone class (subclasses follow, e.g. Llama3Backbone) -> its
 # HF twin. Only families whose equality with PEFT is tested in
-# tests/test_peft.py; multimodal ones (Gemma3, PaliGemma: image tokens
+# tests/test_export_peft.py; multimodal ones (Gemma3, PaliGemma: image tokens
 # join the text after the lookup) are left out, and so are families
 # KerasHub cannot convert from an HF checkpoint (OPT, GPT-NeoX, Falcon,
 # Bloom, Phi-3, ...: no HF twin to check against).

@@ -5,10 +5,10 @@ import pytest
 
 import keras_adalink
 from keras_adalink import AdaLinkBackbone
-from tests.conftest import BACKBONES
-from tests.conftest import backbone_inputs
-from tests.conftest import randomize_adapter
-from tests.conftest import to_numpy
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.checks import to_numpy
+from tests.fixtures.encoders import BACKBONES
+from tests.fixtures.encoders import backbone_inputs
 
 INSERTIONS = ["token_embedding", "block_input"]
 

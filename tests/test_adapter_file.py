@@ -7,10 +7,10 @@ import pytest
 
 import keras_adalink
 from keras_adalink.adapter_file import FORMAT
-from tests.conftest import BACKBONES
-from tests.conftest import backbone_inputs
-from tests.conftest import randomize_adapter
-from tests.conftest import to_numpy
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.checks import to_numpy
+from tests.fixtures.encoders import BACKBONES
+from tests.fixtures.encoders import backbone_inputs
 
 
 def _classifier(backbone, rank=2, num_tasks=None, insertion="token_embedding"):

@@ -104,3 +104,33 @@ def test_architecture_page_is_current():
         make_architecture.render()
         == (ROOT / "docs" / "architecture.md").read_text()
     ), "run: python docs/make_architecture.py"
+
+
+def _imported_modules(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+            yield from (f"{node.module}.{a.name}" for a in node.names)
+
+
+def test_tests_mirror_the_package_and_share_only_fixtures():
+    """Test modules sit beside the package's layout and import shared
+    builders from tests/fixtures/ (or conftest), never from each other."""
+    tests = ROOT / "tests"
+    folders = {p.name for p in tests.iterdir() if p.is_dir()}
+    folders -= {"fixtures", "__pycache__"}
+    packages = {
+        p.name for p in (ROOT / "keras_adalink").iterdir() if p.is_dir()
+    }
+    assert folders <= packages, folders - packages
+    offenders = []
+    for path in tests.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for name in _imported_modules(tree):
+            if name.startswith("tests.") and name.split(".")[-1].startswith(
+                "test_"
+            ):
+                offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not offenders, offenders

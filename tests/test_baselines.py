@@ -6,9 +6,9 @@ import pytest
 
 from keras_adalink import baselines
 from keras_adalink.heads import mean_pooled_classifier
-from tests.conftest import BACKBONES
-from tests.conftest import backbone_inputs
-from tests.conftest import to_numpy
+from tests.fixtures.checks import to_numpy
+from tests.fixtures.encoders import BACKBONES
+from tests.fixtures.encoders import backbone_inputs
 
 
 def _fit_changes_only_trainable(model, x):

@@ -10,9 +10,9 @@ import pytest
 import keras_adalink
 from keras_adalink.heads import mean_pooled_classifier
 from keras_adalink.models import find_adalink_backbone
-from tests.conftest import BACKBONES
-from tests.conftest import backbone_inputs
-from tests.conftest import to_numpy
+from tests.fixtures.checks import to_numpy
+from tests.fixtures.encoders import BACKBONES
+from tests.fixtures.encoders import backbone_inputs
 
 
 @pytest.fixture(scope="module")

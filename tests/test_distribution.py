@@ -10,11 +10,11 @@ import keras_hub
 import pytest
 
 import keras_adalink
-from tests.conftest import BACKBONES
-from tests.test_causal_lm import CAUSAL_LMS
-from tests.test_pali_gemma import _lm as pali_gemma
-from tests.test_seq2seq import _lm as t5
-from tests.test_vision import _vit
+from tests.fixtures.decoders import CAUSAL_LMS
+from tests.fixtures.encoders import BACKBONES
+from tests.fixtures.pali_gemma import pali_gemma_lm as pali_gemma
+from tests.fixtures.seq2seq import t5_lm as t5
+from tests.fixtures.vision import vit as _vit
 
 M = "model"
 
@@ -210,7 +210,7 @@ def test_layout_map_from_the_class_before_building():
 
 def test_unknown_family_and_bad_mesh_are_refused():
     # A family without a rule of its own: its built model's shapes give
-    # the layout (tests/test_families.py), its class alone cannot.
+    # the layout (tests/sites/test_families.py), its class alone cannot.
     with pytest.raises(ValueError, match="pass the built model"):
         keras_adalink.get_layout_map(keras_hub.models.AlbertBackbone, _mesh())
     mesh = keras.distribution.DeviceMesh(
@@ -230,7 +230,9 @@ def test_distributed_fit_matches_single_device():
         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
         "KERAS_BACKEND": "jax",
     }
-    script = os.path.join(os.path.dirname(__file__), "distributed_checks.py")
+    script = os.path.join(
+        os.path.dirname(__file__), "fixtures", "distributed_checks.py"
+    )
     result = subprocess.run(
         [sys.executable, script],
         capture_output=True,
@@ -291,7 +293,7 @@ def test_distributed_example_runs_on_simulated_devices(tmp_path):
 # mixture of experts, audio seq2seq, vision, encoder, windowed vision), and
 # one whose KerasHub map splits an axis these meshes do not divide (its
 # refitted map must fit the rebuilt model too); the layout of every family
-# is checked in tests/test_families.py.
+# is checked in tests/sites/test_families.py.
 SHAPE_RULE_FAMILIES = [
     "Qwen3MoeBackbone",
     "MistralBackbone",
@@ -312,7 +314,10 @@ def test_shape_rule_fit_step_matches_single_device():
     with the map read off another build of the same model."""
     root = os.path.dirname(os.path.dirname(__file__))
     result = subprocess.run(
-        [sys.executable, os.path.join(root, "tests", "distributed_families.py")]
+        [
+            sys.executable,
+            os.path.join(root, "tests", "fixtures", "distributed_families.py"),
+        ]
         + SHAPE_RULE_FAMILIES,
         capture_output=True,
         text=True,

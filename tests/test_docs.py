@@ -8,43 +8,11 @@ import sys
 
 import pytest
 
-import keras_adalink
-from keras_adalink import baselines
-from keras_adalink import datasets
-from keras_adalink import heads
-from keras_adalink import image_datasets
-
 # Backend-independent logic: `make test` runs it once (tensorflow pass).
 pytestmark = pytest.mark.once
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PUBLIC = {
-    **{
-        f"keras_adalink.{name}": getattr(keras_adalink, name)
-        for name in keras_adalink.__all__
-        if not name.startswith("_")
-        and not inspect.ismodule(getattr(keras_adalink, name))
-    },
-    **{
-        f"keras_adalink.baselines.{name}": getattr(baselines, name)
-        for name in ("lora", "prompt_tuning", "SoftPrompt")
-    },
-    **{
-        f"keras_adalink.datasets.{name}": getattr(datasets, name)
-        for name in (
-            "minilm_path",
-            "rotten_tomatoes",
-            "vader",
-            "load_table",
-            "featurize",
-        )
-    },
-    **{
-        f"keras_adalink.image_datasets.{name}": getattr(image_datasets, name)
-        for name in ("easy_vqa", "fashion_mnist")
-    },
-    "keras_adalink.heads.mean_pooled_classifier": heads.mean_pooled_classifier,
-}
+from tests.fixtures.docs import PUBLIC  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(PUBLIC))

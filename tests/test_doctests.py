@@ -19,7 +19,7 @@ import pytest
 
 import keras_adalink
 from keras_adalink import image_datasets
-from tests.test_docs import PUBLIC
+from tests.fixtures.docs import PUBLIC
 
 
 def _copy(backbone):
@@ -69,7 +69,7 @@ def _namespace(folder):
         ),
         preprocessor=None,
     )
-    from tests.families import build
+    from tests.fixtures.families import build
 
     clip = build("CLIPBackbone")
     image_shape = clip.input["images"].shape[1:]

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 import keras_adalink
-from tests.conftest import BACKBONES
-from tests.conftest import backbone_inputs
-from tests.conftest import randomize_adapter
-from tests.conftest import to_numpy
-from tests.test_causal_lm import CAUSAL_LMS
-from tests.test_causal_lm import _inputs as lm_inputs
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.checks import to_numpy
+from tests.fixtures.decoders import CAUSAL_LMS
+from tests.fixtures.decoders import lm_inputs
+from tests.fixtures.encoders import BACKBONES
+from tests.fixtures.encoders import backbone_inputs
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() == "torch",
@@ -321,9 +321,9 @@ def test_composed_model_serves_task_names(tmp_path):
 def test_decoder_and_seq2seq_families_export(name, tmp_path):
     """A mixture-of-experts decoder and an encoder-decoder with a shared
     table, adapted (unfolded), serve the same logits from TensorFlow."""
-    from tests.families import EXPORT_TESTED
-    from tests.families import NEW_FAMILIES
-    from tests.test_families import _inputs
+    from tests.fixtures.families import EXPORT_TESTED
+    from tests.fixtures.families import NEW_FAMILIES
+    from tests.fixtures.families import family_inputs as _inputs
 
     if keras.backend.backend() == "jax" and "jax:" in EXPORT_TESTED[name]:
         pytest.skip(EXPORT_TESTED[name])
@@ -363,8 +363,8 @@ _SERVE_TOWERS = textwrap.dedent(
 def test_two_tower_exports_image_and_text_signatures(name, tmp_path):
     """An adapted CLIP/SigLIP serves image embeddings, text embeddings and
     the pair logits from separate signatures, as Keras computes them."""
-    from tests.families import NEW_FAMILIES
-    from tests.test_families import _inputs
+    from tests.fixtures.families import NEW_FAMILIES
+    from tests.fixtures.families import family_inputs as _inputs
 
     adapted = keras_adalink.adapt(NEW_FAMILIES[name].build(), rank=2)
     randomize_adapter(adapted, scale=0.3)
@@ -406,7 +406,7 @@ def test_two_tower_exports_image_and_text_signatures(name, tmp_path):
 def test_whisper_exports_encoder_and_decoder(tmp_path):
     """Whisper with its audio and text modules serves the encoder and
     decoder outputs Keras computes (lengths dynamic, within the limits)."""
-    from tests.families import NEW_FAMILIES
+    from tests.fixtures.families import NEW_FAMILIES
 
     adapted = keras_adalink.adapt(
         NEW_FAMILIES["WhisperBackbone"].build(), rank=2, dropout=0.0

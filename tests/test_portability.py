@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import keras_adalink
-from tests.conftest import backbone_inputs
-from tests.conftest import randomize_adapter
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.encoders import backbone_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("jax", "tensorflow", "torch")

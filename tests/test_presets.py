@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import keras_adalink
-from tests import presets
-from tests.conftest import randomize_adapter
-from tests.conftest import to_numpy
+from tests.fixtures import presets
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.checks import to_numpy
 
 TEXTS = ["good film", "bad plot is red"]
 

@@ -149,10 +149,10 @@ def test_static_layout_equals_explicit_ids(batch, lengths, rest, seed):
 )
 def test_fold_equals_unfolded(rank, scale, family, seed):
     import keras_adalink
-    from tests.conftest import BACKBONES
-    from tests.conftest import backbone_inputs
-    from tests.conftest import randomize_adapter
-    from tests.conftest import to_numpy
+    from tests.fixtures.checks import randomize_adapter
+    from tests.fixtures.checks import to_numpy
+    from tests.fixtures.encoders import BACKBONES
+    from tests.fixtures.encoders import backbone_inputs
 
     backbone = BACKBONES[family]()
     adapted = keras_adalink.adapt(backbone, rank=rank, scale=scale)

@@ -13,13 +13,13 @@ from keras_adalink import graph
 from keras_adalink.heads import mean_pooled_classifier
 from keras_adalink.quantization import quantization_modes
 from keras_adalink.sites.rule import blocks
-from tests.conftest import BACKBONES
-from tests.conftest import VOCAB
-from tests.conftest import backbone_inputs
-from tests.conftest import randomize_adapter
-from tests.conftest import to_numpy
-from tests.families import build
-from tests.helpers import check_round_trips
+from tests.fixtures.checks import check_round_trips
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.checks import to_numpy
+from tests.fixtures.encoders import BACKBONES
+from tests.fixtures.encoders import VOCAB
+from tests.fixtures.encoders import backbone_inputs
+from tests.fixtures.families import build
 
 MODES = ["int8", "int4", "float8"]
 # One family per kind: encoder, decoder LM, seq2seq LM, vision, multimodal.
@@ -235,7 +235,7 @@ def test_calibrated_modes_train_the_adapter_alone(mode, tmp_path):
     block on text through the structure keras_adalink reads off the
     backbone; then only the adapter trains and every quantized weight stays
     bit-identical."""
-    from tests import presets
+    from tests.fixtures import presets
 
     keras.utils.set_random_seed(0)
     lm = keras_hub.models.GPT2CausalLM.from_preset(

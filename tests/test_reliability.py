@@ -15,8 +15,8 @@ import keras_adalink
 from keras_adalink.adapter_file import read_adapter
 from keras_adalink.heads import mean_pooled_classifier
 from keras_adalink.models import find_adalink_backbone
-from tests.conftest import VOCAB
-from tests.conftest import backbone_inputs
+from tests.fixtures.encoders import VOCAB
+from tests.fixtures.encoders import backbone_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import keras_adalink
-from tests.conftest import BACKBONES
-from tests.conftest import backbone_inputs
+from tests.fixtures.encoders import BACKBONES
+from tests.fixtures.encoders import backbone_inputs
 
 
 def _multi_task_classifier():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_adalink import AdaLink
-from tests.helpers import run_layer_checks
+from tests.fixtures.checks import run_layer_checks
 
 
 def _x(shape=(4, 6, 8), seed=0):

@@ -4,7 +4,7 @@ import pytest
 
 from keras_adalink import AdaLink
 from keras_adalink import ModalityRouter
-from tests.helpers import run_layer_checks
+from tests.fixtures.checks import run_layer_checks
 
 
 def _x(shape=(3, 7, 8), seed=0):

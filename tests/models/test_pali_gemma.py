@@ -6,41 +6,13 @@ import numpy as np
 import pytest
 
 import keras_adalink
-from tests.conftest import randomize_adapter
-from tests.conftest import router_module
-from tests.conftest import to_numpy
-
-VOCAB, SEQ, PROMPT = 40, 8, 3
-
-
-def _lm():
-    backbone = keras_hub.models.PaliGemmaBackbone(
-        vocabulary_size=VOCAB,
-        image_size=16,
-        num_layers=2,
-        num_query_heads=2,
-        num_key_value_heads=1,
-        hidden_dim=16,
-        intermediate_dim=32,
-        head_dim=8,
-        vit_patch_size=4,
-        vit_num_heads=2,
-        vit_hidden_dim=16,
-        vit_num_layers=1,
-    )
-    return keras_hub.models.PaliGemmaCausalLM(
-        backbone=backbone, preprocessor=None
-    )
-
-
-def _inputs(batch=2):
-    rng = np.random.default_rng(0)
-    return {
-        "images": rng.random((batch, 16, 16, 3)).astype("float32"),
-        "token_ids": rng.integers(1, VOCAB, (batch, SEQ)).astype("int32"),
-        "padding_mask": np.ones((batch, SEQ), "int32"),
-        "response_mask": np.zeros((batch, SEQ), "int32"),
-    }
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.checks import router_module
+from tests.fixtures.checks import to_numpy
+from tests.fixtures.pali_gemma import PROMPT
+from tests.fixtures.pali_gemma import SEQ
+from tests.fixtures.pali_gemma import pali_gemma_inputs as _inputs
+from tests.fixtures.pali_gemma import pali_gemma_lm as _lm
 
 
 def _manual_forward(backbone, image_module, text_module, x):

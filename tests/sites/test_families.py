@@ -1,6 +1,6 @@
 """Every KerasHub text/LM family found by the generic insertion rule.
 
-One tiny model per family (tests/families.py), all three backends. Each
+One tiny model per family (tests/fixtures/families.py), all three backends. Each
 test builds its model once and checks several things on it, so the suite
 pays one build (and, for LMs, one generate() compile) per family.
 """
@@ -19,48 +19,24 @@ from keras_adalink.distribution import layout_source
 from keras_adalink.sites import default_insertion
 from keras_adalink.sites import find_insertion_sites
 from keras_adalink.sites.layouts import PARTIAL
-from tests.conftest import randomize_adapter
-from tests.conftest import randomize_router_module
-from tests.conftest import to_numpy
-from tests.families import FAMILIES
-from tests.families import GENERATE_DIFFERS
-from tests.families import GENERATE_PER_MODALITY
-from tests.families import GENERATE_UNTESTED
-from tests.families import NEW_FAMILIES
-from tests.families import NOT_FOLDABLE
-from tests.families import VOCAB
-from tests.families import M
-from tests.families import build
-from tests.helpers import check_round_trips
+from tests.fixtures.checks import check_round_trips
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.checks import randomize_router_module
+from tests.fixtures.checks import to_numpy
+from tests.fixtures.families import FAMILIES
+from tests.fixtures.families import GENERATE_DIFFERS
+from tests.fixtures.families import GENERATE_PER_MODALITY
+from tests.fixtures.families import GENERATE_UNTESTED
+from tests.fixtures.families import NEW_FAMILIES
+from tests.fixtures.families import NOT_FOLDABLE
+from tests.fixtures.families import PROMPT
+from tests.fixtures.families import VOCAB
+from tests.fixtures.families import M
+from tests.fixtures.families import build
+from tests.fixtures.families import family_inputs as _inputs
+from tests.fixtures.families import fit_setup as _fit_setup
 
-SEQ, PROMPT = 8, 3
-LM_TASKS = (keras_hub.models.CausalLM, keras_hub.models.Seq2SeqLM)
 REFUSED = {n: e.why for n, e in sites.FAMILIES.items() if e.refused}
-
-
-def _inputs(model, batch=2, seed=0):
-    rng = np.random.default_rng(seed)
-    inputs = model.input
-    if not isinstance(inputs, dict):  # One image input.
-        shape = (batch, *inputs.shape[1:])
-        return rng.uniform(0, 1, size=shape).astype("float32")
-    x = {}
-    # Moonshine reads raw audio samples: enough for its strided convolutions.
-    raw_audio = "encoder_input_values" in inputs
-    for name, tensor in inputs.items():
-        length = 4000 if raw_audio and name.startswith("encoder") else SEQ
-        shape = (batch, *[d or length for d in tensor.shape[1:]])
-        if name.endswith("token_ids"):
-            x[name] = rng.integers(1, VOCAB, size=shape).astype("int32")
-        elif name.endswith("padding_mask"):
-            x[name] = np.ones(shape, "int32")
-        elif name == "task_id":
-            continue  # Set by the test.
-        elif "float" in str(tensor.dtype):  # images
-            x[name] = rng.uniform(0, 1, size=shape).astype("float32")
-        else:  # segment_ids
-            x[name] = np.zeros(shape, "int32")
-    return x
 
 
 def _flat(outputs):
@@ -147,29 +123,6 @@ def test_adapts_at_both_points_identity_then_acts(family, tmp_path):
     # Adapter file and `.keras` round trips (the last, block_input, model).
     fresh = keras_adalink.adapt(backbone, rank=2, insertion="block_input")
     check_round_trips(adapted, fresh, x, tmp_path)
-
-
-def _fit_setup(adapted):
-    """`(model, x, y)` for one fit step: LM loss, or a pooled head."""
-    x = _inputs(adapted)
-    if isinstance(adapted, LM_TASKS):
-        target = x.get("token_ids", x.get("decoder_token_ids"))
-        adapted.compile(
-            optimizer=keras.optimizers.SGD(0.1),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        return adapted, x, np.roll(target, -1, axis=1)
-    inputs = {
-        k: keras.Input(t.shape[1:], dtype=t.dtype, name=k)
-        for k, t in adapted.input.items()
-    }
-    hidden = next(
-        h for h in keras.tree.flatten(adapted(inputs)) if len(h.shape) == 3
-    )
-    score = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(hidden))
-    model = keras.Model(inputs, score)
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    return model, x, np.ones((2, 1), "float32")
 
 
 MOE = sorted(
@@ -364,7 +317,7 @@ def test_layout_map_fits_every_mesh(name):
 
 def test_every_keras_hub_backbone_is_covered_or_refused():
     """A new KerasHub backbone class fails here, by name, until it is added
-    to tests/families.py or refused on purpose (with a reason)."""
+    to tests/fixtures/families.py or refused on purpose (with a reason)."""
     classes = {
         name
         for name in dir(keras_hub.models)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import keras_adalink
-from tests.conftest import BACKBONES
-from tests.conftest import randomize_adapter
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.encoders import BACKBONES
 
 pytestmark = [
     pytest.mark.skipif(
@@ -501,7 +501,7 @@ def test_refusals_write_nothing(case, tmp_path):
 
 
 def test_multimodal_backbone_is_refused(tmp_path):
-    from tests.test_gemma3_vision import _backbone
+    from tests.fixtures.gemma3_vision import gemma3_vision_backbone as _backbone
 
     adapted = keras_adalink.adapt(_backbone(), rank=2)
     with pytest.raises(
@@ -534,7 +534,7 @@ def test_existing_folder_is_replaced_whole(tmp_path):
     ],
 )
 def test_cli_export_peft_refusals(run, flags, message, tmp_path):
-    from tests.helpers import run_cli
+    from tests.fixtures.checks import run_cli
 
     folder = tmp_path / "run"
     folder.mkdir()

@@ -1,7 +1,7 @@
 """The console script beyond MiniLM classifiers: other families' preset
 folders, text pairs, generation (causal and seq2seq), `--task-column` and
 `train --resume`. Tiny random presets saved by the tests stand in for
-downloaded ones (tests/presets.py)."""
+downloaded ones (tests/fixtures/presets.py)."""
 
 import json
 import socket
@@ -13,8 +13,8 @@ import pytest
 from safetensors.numpy import load_file
 
 from keras_adalink.cli.generation import causal_examples
-from tests import presets
-from tests.helpers import run_cli
+from tests.fixtures import presets
+from tests.fixtures.checks import run_cli
 
 # Backend-independent logic: `make test` runs it once (tensorflow pass).
 pytestmark = pytest.mark.once

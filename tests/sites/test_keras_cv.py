@@ -12,10 +12,10 @@ import pytest
 
 import keras_adalink
 from keras_adalink.sites import find_insertion_sites
-from tests.conftest import randomize_adapter
-from tests.conftest import randomize_router_module
-from tests.conftest import to_numpy
-from tests.helpers import check_round_trips
+from tests.fixtures.checks import check_round_trips
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.checks import randomize_router_module
+from tests.fixtures.checks import to_numpy
 
 keras_cv = pytest.importorskip(
     "keras_cv", reason='keras-cv absent: pip install "keras-adalink[cv]"'
@@ -161,6 +161,6 @@ def test_keras_cv_clip_one_module_in_each_tower(tmp_path):
 
 
 def test_coverage_page_lists_these_sites():
-    page = (pathlib.Path(__file__).parents[1] / "docs/coverage.md").read_text()
+    page = (pathlib.Path(__file__).parents[2] / "docs/coverage.md").read_text()
     for name, (_, _, block) in BACKBONES.items():
         assert f"`keras_cv.models.{name}` | `{block}` |" in page, name

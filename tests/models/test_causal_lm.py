@@ -3,60 +3,17 @@
 import inspect
 
 import keras
-import keras_hub
 import numpy as np
 import pytest
 
 import keras_adalink
-from tests.conftest import randomize_adapter
-from tests.conftest import to_numpy
-
-VOCAB, SEQ, PROMPT = 40, 10, 4
-_LM = dict(vocabulary_size=VOCAB, num_layers=2, hidden_dim=16)
-_GQA = dict(num_query_heads=2, num_key_value_heads=1, intermediate_dim=32)
-
-CAUSAL_LMS = {
-    "gpt2": lambda: keras_hub.models.GPT2CausalLM(
-        keras_hub.models.GPT2Backbone(
-            num_heads=2, intermediate_dim=32, max_sequence_length=16, **_LM
-        ),
-        preprocessor=None,
-    ),
-    "gemma": lambda: keras_hub.models.GemmaCausalLM(
-        keras_hub.models.GemmaBackbone(head_dim=8, **_GQA, **_LM),
-        preprocessor=None,
-    ),
-    "gemma3": lambda: keras_hub.models.Gemma3CausalLM(
-        backbone=keras_hub.models.Gemma3Backbone(
-            image_size=16, head_dim=8, sliding_window_size=8, **_GQA, **_LM
-        ),
-        preprocessor=None,
-    ),
-    "llama": lambda: keras_hub.models.LlamaCausalLM(
-        keras_hub.models.LlamaBackbone(**_GQA, **_LM), preprocessor=None
-    ),
-    "llama3": lambda: keras_hub.models.Llama3CausalLM(
-        keras_hub.models.Llama3Backbone(**_GQA, **_LM), preprocessor=None
-    ),
-    "mistral": lambda: keras_hub.models.MistralCausalLM(
-        keras_hub.models.MistralBackbone(**_GQA, **_LM), preprocessor=None
-    ),
-    "qwen": lambda: keras_hub.models.QwenCausalLM(
-        keras_hub.models.QwenBackbone(**_GQA, **_LM), preprocessor=None
-    ),
-    "qwen3": lambda: keras_hub.models.Qwen3CausalLM(
-        keras_hub.models.Qwen3Backbone(head_dim=8, **_GQA, **_LM),
-        preprocessor=None,
-    ),
-}
-
-
-def _inputs(batch=2, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "token_ids": rng.integers(1, VOCAB, size=(batch, SEQ)).astype("int32"),
-        "padding_mask": np.ones((batch, SEQ), "int32"),
-    }
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.checks import to_numpy
+from tests.fixtures.decoders import CAUSAL_LMS
+from tests.fixtures.decoders import PROMPT
+from tests.fixtures.decoders import SEQ
+from tests.fixtures.decoders import VOCAB
+from tests.fixtures.decoders import lm_inputs as _inputs
 
 
 @pytest.fixture(params=sorted(CAUSAL_LMS))

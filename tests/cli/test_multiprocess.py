@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests import presets
-from tests.test_cli import _write_csv
+from tests.fixtures import presets
+from tests.fixtures.cli import write_csv as _write_csv
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax",

@@ -7,19 +7,9 @@ import pytest
 
 import keras_adalink
 from keras_adalink import AdaLinkBackbone
-from tests.conftest import randomize_adapter
-from tests.conftest import to_numpy
-
-
-def _vit():
-    return keras_hub.models.ViTBackbone(
-        image_shape=(16, 16, 3),
-        patch_size=4,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        mlp_dim=32,
-    )
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.checks import to_numpy
+from tests.fixtures.vision import vit as _vit
 
 
 def _images(batch=2):

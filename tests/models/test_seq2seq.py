@@ -6,36 +6,11 @@ import numpy as np
 import pytest
 
 import keras_adalink
-from tests.conftest import randomize_adapter
-from tests.conftest import to_numpy
-
-VOCAB, ENC, DEC, PROMPT = 40, 6, 6, 2
-
-
-def _lm():
-    backbone = keras_hub.models.T5Backbone(
-        vocabulary_size=VOCAB,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        key_value_dim=8,
-    )
-    return keras_hub.models.T5Seq2SeqLM(backbone, preprocessor=None)
-
-
-def _inputs(batch=2):
-    rng = np.random.default_rng(0)
-    return {
-        "encoder_token_ids": rng.integers(1, VOCAB, (batch, ENC)).astype(
-            "int32"
-        ),
-        "encoder_padding_mask": np.ones((batch, ENC), "int32"),
-        "decoder_token_ids": rng.integers(1, VOCAB, (batch, DEC)).astype(
-            "int32"
-        ),
-        "decoder_padding_mask": np.ones((batch, DEC), "int32"),
-    }
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.checks import to_numpy
+from tests.fixtures.seq2seq import PROMPT
+from tests.fixtures.seq2seq import t5_inputs as _inputs
+from tests.fixtures.seq2seq import t5_lm as _lm
 
 
 @pytest.mark.parametrize(

@@ -8,22 +8,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_adalink import datasets
-from tests.helpers import run_cli
+from tests.fixtures.checks import run_cli
+from tests.fixtures.cli import write_csv as _write_csv
 
 # Backend-independent logic: `make test` runs it once (tensorflow pass).
 pytestmark = pytest.mark.once
 
 _run = run_cli
-
-
-def _write_csv(path, n, split):
-    texts, labels = datasets.rotten_tomatoes(split)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["review", "sentiment"])
-        for text, label in zip(texts[:n], labels[:n]):
-            writer.writerow([text, ["rotten", "fresh"][label]])
 
 
 @pytest.mark.parametrize(
