@@ -193,3 +193,17 @@ def test_tested_versions_are_the_ones_the_suite_runs_with():
 def test_citation_names_this_version():
     with open(os.path.join(ROOT, "CITATION.cff")) as f:
         assert f"\nversion: {keras_adalink.__version__}\n" in f.read()
+
+
+def test_guarantees_page_says_where_each_row_runs(monkeypatch):
+    """docs/guarantees.md's backends column is what the tests' markers say
+    (docs/make_guarantees.py); every test it names exists."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "docs"))
+    import make_guarantees
+
+    committed = make_guarantees.PAGE.read_text()
+    assert committed == make_guarantees.render(), (
+        "docs/guarantees.md is stale: run `python docs/make_guarantees.py`"
+    )
+    assert make_guarantees.column("`test_export.py`") == "jax, tensorflow"
+    assert make_guarantees.column("`test_docs.py`") == "tensorflow"
