@@ -33,13 +33,13 @@ def reference():
     from keras_adalink.cli import parser
 
     top = parser()
-    sections = ["## keras-adalink", "", "```text", top.format_help(), "```"]
+    sections = ["### keras-adalink", "", "```text", top.format_help(), "```"]
     # argparse has no public accessor for its subcommands.
     commands = next(
         a for a in top._actions if isinstance(a, argparse._SubParsersAction)
     )
     for name, command in commands.choices.items():
-        sections += ["", f"## {name}", "", "```text"]
+        sections += ["", f"### {name}", "", "```text"]
         sections += [command.format_help(), "```"]
     return "\n".join(sections)
 

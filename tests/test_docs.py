@@ -105,7 +105,7 @@ def test_cli_reference_matches_the_parser(monkeypatch):
     assert committed == make_cli_reference.render(), (
         "docs/cli.md is stale: run `python docs/make_cli_reference.py`"
     )
-    assert "## train" in committed and "--backbone" in committed
+    assert "### train" in committed and "--backbone" in committed
 
 
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
