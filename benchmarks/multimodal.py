@@ -328,7 +328,7 @@ def adapted_model(parts, kind, options):
         adapter = keras_adalink.ModalityRouter(
             ["image", "text"],
             rank=options["rank"],
-            layout=[IMAGE_TOKENS, None],
+            modality_lengths=[IMAGE_TOKENS, None],
             unified=kind == "unified",
             name="adalink",
         )

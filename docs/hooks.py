@@ -37,29 +37,17 @@ def on_config(config):
 _RESULT = re.compile(r'^--8<-- "(benchmarks/results/[\w.-]+\.md)"$', re.M)
 
 
-def cli_reference():
-    """`keras-adalink --help` and each command's `--help`, as markdown."""
-    import argparse
-
-    os.environ["COLUMNS"] = "80"  # the same wrapping on every machine
-    os.environ["KERAS_ADALINK_QUIET_START"] = "1"  # no TensorFlow start-up logs
-    from keras_adalink.cli import parser
-
-    top = parser()
-    sections = ["## keras-adalink", "", "```text", top.format_help(), "```"]
-    # argparse has no public accessor for its subcommands.
-    commands = next(
-        a for a in top._actions if isinstance(a, argparse._SubParsersAction)
-    )
-    for name, command in commands.choices.items():
-        sections += ["", f"## {name}", "", "```text"]
-        sections += [command.format_help(), "```"]
-    return "\n".join(sections)
-
-
 def on_page_markdown(markdown, page, config, files):
-    if "<!-- cli-reference -->" in markdown:
-        markdown = markdown.replace("<!-- cli-reference -->", cli_reference())
+    # Pages link the notebooks where GitHub has them; the site renders its
+    # copies in docs/notebooks/ (on_config).
+    markdown = markdown.replace("](../examples/notebooks/", "](notebooks/")
+    # and the committed result tables where the Benchmarks page includes
+    # them.
+    markdown = re.sub(
+        r"\]\(\.\./benchmarks/results/[\w.-]+\.md\)",
+        "](benchmarks.md)",
+        markdown,
+    )
     return include_results(markdown)
 
 

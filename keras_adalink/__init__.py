@@ -40,6 +40,7 @@ from keras_adalink.presets import from_preset
 from keras_adalink.presets import save_adapter_preset
 from keras_adalink.schedules import WarmupRsqrtDecay
 from keras_adalink.schedules import adam_with_warmup
+from keras_adalink.schedules import default_learning_rate
 from keras_adalink.version import __version__
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "baselines",
     "compose",
     "datasets",
+    "default_learning_rate",
     "distribution",
     "export_peft",
     "export_saved_model",

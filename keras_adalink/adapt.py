@@ -5,6 +5,7 @@ from keras_hub.models import Task
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
+from keras_adalink.layers.modality_router import renamed_layout
 from keras_adalink.models import AdaLinkBackbone
 from keras_adalink.models.tasks import rebuild_task
 from keras_adalink.quantization import quantize_frozen
@@ -17,7 +18,7 @@ def make_adapter(
     rank,
     num_tasks=None,
     modalities=None,
-    layout=None,
+    modality_lengths=None,
     unified=False,
     dtype=None,
     **layer_kwargs,
@@ -33,12 +34,15 @@ def make_adapter(
         return TaskRouter(num_tasks=num_tasks, **common)
     if modalities is not None:
         return ModalityRouter(
-            modalities, layout=layout, unified=unified, **common
+            modalities,
+            modality_lengths=modality_lengths,
+            unified=unified,
+            **common,
         )
-    if layout is not None or unified:
+    if modality_lengths is not None or unified:
         raise ValueError(
-            "`layout` and `unified` need `modalities`. Received: "
-            f"layout={layout}, unified={unified}"
+            "`modality_lengths` and `unified` need `modalities`. Received: "
+            f"modality_lengths={modality_lengths}, unified={unified}"
         )
     return AdaLink(**common)
 
@@ -49,7 +53,7 @@ def adapt(
     insertion: str | None = None,
     num_tasks: int | None = None,
     modalities: list[str] | None = None,
-    layout: list[int | None] | None = None,
+    modality_lengths: list[int | None] | None = None,
     unified: bool = False,
     activation=None,
     dropout: float = 0.1,
@@ -57,6 +61,7 @@ def adapt(
     train_head: bool = True,
     quantize=None,
     remat: bool = False,
+    layout: list[int | None] | None = None,
 ) -> Backbone | Task:
     """Adds AdaLink to a KerasHub backbone or task; freezes the backbone.
 
@@ -80,13 +85,17 @@ def adapt(
             `task_id` model input of shape `[batch]`.
         modalities: list of str. One module per modality (`ModalityRouter`)
             and an int `modality_ids` input `[batch, sequence]` unless
-            `layout` is given. Defaults to `None`: for a model with sites
-            of several modalities (PaliGemma, Gemma3 with images, CLIP,
-            SigLIP, MetaCLIP 2: `["image", "text"]`; Whisper, Moonshine:
-            `["audio", "text"]`; VideoPrism with text: `["video",
-            "text"]`), one module per site modality, as in the paper;
+            `modality_lengths` is given. Defaults to `None`: for a model
+            with sites of several modalities (PaliGemma, Gemma3 with
+            images, CLIP, SigLIP, MetaCLIP 2: `["image", "text"]`; Whisper,
+            Moonshine: `["audio", "text"]`; VideoPrism with text:
+            `["video", "text"]`), one module per site modality, as in the paper;
             otherwise a single `AdaLink`.
-        layout: static modality layout for `ModalityRouter`.
+        modality_lengths: list of int (the last may be `None`, "the
+            rest"). Where each modality's tokens sit, when it is the same
+            for every example: `[256, None]` means the first 256 positions
+            are `modalities[0]`, the rest `modalities[1]`; then no
+            `modality_ids` input is added. Defaults to `None`.
         unified: one module shared by all modalities (the paper's ablation;
             what `adapt` did on PaliGemma and Gemma3 with images by default
             before the per-modality default).
@@ -107,6 +116,9 @@ def adapt(
             one more forward pass of time. Set on the backbone's blocks in
             place; they then run without their own dropout (recomputation
             must repeat the same forward pass). Defaults to `False`.
+        layout: deprecated name of `modality_lengths` (accepted with a
+            `DeprecationWarning` for one release; "layout" means device
+            sharding only, as in `get_layout_map`).
 
     Example:
     >>> adapted = keras_adalink.adapt(classifier, rank=4)
@@ -125,6 +137,7 @@ def adapt(
             "`adapt` takes a keras_hub Backbone or Task, or a KerasCV "
             f"backbone. Received: {type(model).__name__}"
         )
+    modality_lengths = renamed_layout(modality_lengths, layout)
     backbone = model if is_backbone else model.backbone
     dtype = backbone.dtype_policy
     if quantize is not None:
@@ -138,7 +151,7 @@ def adapt(
         rank,
         num_tasks=num_tasks,
         modalities=modalities,
-        layout=layout,
+        modality_lengths=modality_lengths,
         unified=unified,
         activation=activation,
         dropout=dropout,

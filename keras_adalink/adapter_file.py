@@ -213,8 +213,11 @@ def _weights_config(record):
     """The adapter record minus training-only settings (dropout), which do
     not change what the weights compute and may differ between runs."""
     adapter = dict(record["adapter"])
+    config = dict(adapter["config"])
+    if "layout" in config:  # files written by 0.1.0: the same setting
+        config.setdefault("modality_lengths", config.pop("layout"))
     adapter["config"] = {
-        k: v for k, v in adapter["config"].items() if k not in _TRAINING_ONLY
+        k: v for k, v in config.items() if k not in _TRAINING_ONLY
     }
     return adapter
 

@@ -136,9 +136,23 @@ def test_modality_router_options():
     with_ids = keras_adalink.adapt(backbone, rank=2, modalities=["a", "b"])
     assert "modality_ids" in with_ids.input
     static = keras_adalink.adapt(
-        backbone, rank=2, modalities=["a", "b"], layout=[4, None]
+        backbone, rank=2, modalities=["a", "b"], modality_lengths=[4, None]
     )
     assert "modality_ids" not in static.input
+    with pytest.warns(DeprecationWarning, match="modality_lengths"):
+        old_name = keras_adalink.adapt(
+            backbone, rank=2, modalities=["a", "b"], layout=[4, None]
+        )
+    assert old_name.adapter.modality_lengths == [4, None]
+    assert "modality_ids" not in old_name.input
+    with pytest.raises(ValueError, match="`modality_lengths` only"):
+        keras_adalink.adapt(
+            backbone,
+            rank=2,
+            modalities=["a", "b"],
+            modality_lengths=[4, None],
+            layout=[4, None],
+        )
     unified = keras_adalink.adapt(
         backbone, rank=2, modalities=["a", "b"], unified=True
     )

@@ -233,3 +233,38 @@ def test_dropout_is_not_compared(saved):
     )
     keras_adalink.load_adapter(model, path)
     assert float(np.abs(model.get_layer("head").kernel.numpy()).max()) > 0
+
+
+def test_file_with_the_old_layout_key_loads(tmp_path):
+    """Files written by 0.1.0 name `modality_lengths` `layout`; they load
+    into a model built with `modality_lengths`, and other lengths are
+    still refused."""
+    from safetensors.numpy import load_file
+    from safetensors.numpy import save_file
+
+    backbone = BACKBONES["bert"]()
+    options = dict(rank=2, modalities=["a", "b"], modality_lengths=[3, None])
+    model = keras_adalink.adapt(backbone, **options)
+    randomize_adapter(model)
+    path = tmp_path / "new.safetensors"
+    keras_adalink.save_adapter(model, path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        record = json.loads(f.metadata()[FORMAT])
+    config = record["adapter"]["config"]
+    config["layout"] = config.pop("modality_lengths")
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(path)), old, metadata={FORMAT: json.dumps(record)})
+    fresh = keras_adalink.adapt(backbone, **options)
+    keras_adalink.load_adapter(fresh, old)
+    x = backbone_inputs(model)
+    np.testing.assert_array_equal(
+        to_numpy(fresh(x)["sequence_output"]),
+        to_numpy(model(x)["sequence_output"]),
+    )
+    other = keras_adalink.adapt(
+        backbone, rank=2, modalities=["a", "b"], modality_lengths=[4, None]
+    )
+    with pytest.raises(ValueError, match="modality_lengths"):
+        keras_adalink.load_adapter(other, old)

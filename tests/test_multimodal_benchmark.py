@@ -106,5 +106,5 @@ def test_modality_router_sees_image_tokens_first(multimodal, tmp_path):
     parts.load(path)
     model = multimodal.adapted_model(parts, "modality", {"rank": 2})
     router = model.get_layer("adalink")
-    assert router.layout == [multimodal.IMAGE_TOKENS, None]
+    assert router.modality_lengths == [multimodal.IMAGE_TOKENS, None]
     assert router.modalities == ["image", "text"]

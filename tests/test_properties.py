@@ -1,4 +1,4 @@
-"""Property-based checks over shapes, ranks, masks, layouts and task ids."""
+"""Property-based checks over shapes, ranks, masks, modality lengths, ids."""
 
 import keras
 import numpy as np
@@ -119,12 +119,12 @@ def test_task_router_equals_per_example_adalink(shape, seed, tasks):
     st.booleans(),
     st.integers(0, 1000),
 )
-def test_static_layout_equals_explicit_ids(batch, lengths, rest, seed):
-    layout = list(lengths) + [None] if rest else list(lengths)
-    names = [f"m{i}" for i in range(len(layout))]
+def test_static_lengths_equal_explicit_ids(batch, lengths, rest, seed):
+    static = list(lengths) + [None] if rest else list(lengths)
+    names = [f"m{i}" for i in range(len(static))]
     seq = sum(lengths) + 2
     x = _x(batch, seq, 6, seed)
-    router = ModalityRouter(names, rank=2, layout=layout, dropout=0.0)
+    router = ModalityRouter(names, rank=2, modality_lengths=static, dropout=0.0)
     router(x)
     _randomize(router, seed)
     ids = np.full(seq, -1)

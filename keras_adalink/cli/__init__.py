@@ -175,9 +175,10 @@ def parser():
     )
     train.add_argument(
         "--backbone",
-        help="KerasHub preset folder, HuggingFace-format folder, or KerasHub "
-        "preset name (needs network), of any family keras-adalink adapts "
-        "(default: the embedded MiniLM)",
+        help="KerasHub preset folder, HuggingFace-format folder of a family "
+        "KerasHub converts, or KerasHub preset name (needs network); the "
+        "family must be one keras-adalink adapts (default: the embedded "
+        "MiniLM)",
     )
     train.add_argument(
         "--resume",

@@ -23,16 +23,7 @@ from keras_adalink.cli.runs import write_json
 from keras_adalink.datasets import column
 from keras_adalink.datasets import read_rows
 from keras_adalink.layers.task_heads import PaddedLogits
-
-
-def default_learning_rate(rank):
-    """Peak rate `0.02 / sqrt(rank)`: 1e-2 at rank 4, 2.5e-3 at rank 64.
-
-    The benchmark's tuned rates on frozen MiniLM (benchmarks/results/
-    evidence.md: 1e-2 at rank 4, 3e-3 at ranks 16 and 64, 1e-3 at 256) fall
-    as the rank grows, about as one over its square root.
-    """
-    return 0.02 / rank**0.5
+from keras_adalink.schedules import default_learning_rate
 
 
 def _require(args, *flags):

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -20,15 +22,18 @@ class ModalityRouter(BaseAdaLink):
 
     The modality of each token comes from a `modality_ids` call argument
     (`[batch, sequence]` ints, index into `modalities`) or, when that is
-    omitted, from the static `layout`: `layout=[256, None]` means the first
-    256 positions are `modalities[0]` and the rest `modalities[1]`.
+    omitted, from the static `modality_lengths`: `modality_lengths=[256,
+    None]` means the first 256 positions are `modalities[0]` and the rest
+    `modalities[1]`.
 
     Args:
         modalities: list of str. Modality names; ids index into this list.
         rank: int. Bottleneck width of every module.
-        layout: optional list of int (the last may be `None`, "the rest").
-            Number of positions of each modality, in order. Defaults to
-            `None` (ids must be passed at call time).
+        modality_lengths: optional list of int (the last may be `None`,
+            "the rest"). Number of positions of each modality, in order.
+            Defaults to `None` (ids must be passed at call time). Called
+            `layout` in 0.1.0 (still accepted, with a
+            `DeprecationWarning`; "layout" now means device sharding only).
         unified: bool. Share one module across modalities. Defaults to
             `False`.
         activation: string or callable. Defaults to `None` (identity).
@@ -49,7 +54,9 @@ class ModalityRouter(BaseAdaLink):
         training: bool. Whether dropout is active.
 
     Example:
-    >>> router = ModalityRouter(["image", "text"], rank=4, layout=[6, None])
+    >>> router = ModalityRouter(
+    ...     ["image", "text"], rank=4, modality_lengths=[6, None]
+    ... )
     >>> x = np.random.rand(2, 10, 32).astype("float32")
     >>> router(x).shape
     (2, 10, 32)
@@ -59,8 +66,17 @@ class ModalityRouter(BaseAdaLink):
           "Multimodal AdaLink".
     """
 
-    def __init__(self, modalities, rank, layout=None, unified=False, **kwargs):
+    def __init__(
+        self,
+        modalities,
+        rank,
+        modality_lengths=None,
+        unified=False,
+        layout=None,
+        **kwargs,
+    ):
         super().__init__(rank=rank, **kwargs)
+        modality_lengths = renamed_layout(modality_lengths, layout)
         if isinstance(modalities, str) or not modalities:
             raise ValueError(
                 "`modalities` must be a non-empty list of names. "
@@ -72,34 +88,36 @@ class ModalityRouter(BaseAdaLink):
                 "`modalities` must not repeat a name. "
                 f"Received: modalities={modalities}"
             )
-        if layout is not None:
-            layout = list(layout)
-            ok = len(layout) == len(modalities) and all(
-                isinstance(n, int) and n >= 0 for n in layout[:-1]
+        lengths = modality_lengths
+        if lengths is not None:
+            lengths = list(lengths)
+            ok = len(lengths) == len(modalities) and all(
+                isinstance(n, int) and n >= 0 for n in lengths[:-1]
             )
             ok = ok and (
-                layout[-1] is None
-                or (isinstance(layout[-1], int) and layout[-1] >= 0)
+                lengths[-1] is None
+                or (isinstance(lengths[-1], int) and lengths[-1] >= 0)
             )
             if not ok:
                 raise ValueError(
-                    "`layout` must give one non-negative int per modality "
-                    "(the last may be None). Received: "
-                    f"layout={layout} for modalities={modalities}"
+                    "`modality_lengths` must give one non-negative int per "
+                    "modality (the last may be None). Received: "
+                    f"modality_lengths={lengths} for modalities={modalities}"
                 )
         self.modalities = modalities
-        self.layout = layout
+        self.modality_lengths = lengths
         self.unified = bool(unified)
 
     @property
     def num_modules(self):
         return 1 if self.unified else len(self.modalities)
 
-    def _layout_ids(self, inputs):
+    def _static_ids(self, inputs):
+        lengths = self.modality_lengths
         positions = ops.arange(ops.shape(inputs)[1], dtype="int32")
-        bounds = np.cumsum([n for n in self.layout if n is not None])
-        if self.layout[-1] is None:
-            bounds = bounds[: len(self.layout) - 1]
+        bounds = np.cumsum([n for n in lengths if n is not None])
+        if lengths[-1] is None:
+            bounds = bounds[: len(lengths) - 1]
         ids = ops.zeros_like(positions)
         for bound in bounds:
             ids = ids + ops.cast(positions >= int(bound), "int32")
@@ -136,12 +154,12 @@ class ModalityRouter(BaseAdaLink):
             )
         self._check_width(inputs.shape[-1], fixed=False)
         if modality_ids is None:
-            if self.layout is None:
+            if self.modality_lengths is None:
                 raise ValueError(
-                    f"Layer '{self.name}' has no `layout`, so `modality_ids` "
-                    "must be passed."
+                    f"Layer '{self.name}' has no `modality_lengths`, so "
+                    "`modality_ids` must be passed."
                 )
-            modality_ids = self._layout_ids(inputs)
+            modality_ids = self._static_ids(inputs)
         else:
             values = concrete_numpy(modality_ids)
             if values is not None:
@@ -183,8 +201,27 @@ class ModalityRouter(BaseAdaLink):
         config.update(
             {
                 "modalities": self.modalities,
-                "layout": self.layout,
+                "modality_lengths": self.modality_lengths,
                 "unified": self.unified,
             }
         )
         return config
+
+
+def renamed_layout(modality_lengths, layout):
+    """`modality_lengths`, or the deprecated `layout` with a warning."""
+    if layout is None:
+        return modality_lengths
+    if modality_lengths is not None:
+        raise ValueError(
+            "Pass `modality_lengths` only (`layout` is its old name). "
+            f"Received: modality_lengths={modality_lengths}, layout={layout}"
+        )
+    warnings.warn(
+        "`layout` (where each modality's tokens sit) is renamed "
+        "`modality_lengths`; `layout` will be removed in the next release. "
+        f"Received: layout={layout}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return layout

@@ -113,7 +113,7 @@ class AdaLinkBackbone(Backbone):
     frozen; only the adapter trains. Inputs and outputs are the backbone's,
     plus an int `task_id` input (`[batch]`) for a `TaskRouter` and an int
     `modality_ids` input (`[batch, sequence]`) for a `ModalityRouter` without
-    a static layout. Usually made by `keras_adalink.adapt()`.
+    static `modality_lengths`. Usually made by `keras_adalink.adapt()`.
 
     Args:
         backbone: `keras_hub.models.Backbone`. The model to adapt; it is
@@ -170,7 +170,7 @@ class AdaLinkBackbone(Backbone):
                 shape=(), dtype="int32", name="task_id"
             )
         routed = isinstance(adapter, ModalityRouter)
-        if routed and adapter.layout is None:
+        if routed and adapter.modality_lengths is None:
             if any(site.modality is None for site in sites):
                 extra["modality_ids"] = keras.Input(
                     shape=(None,), dtype="int32", name="modality_ids"

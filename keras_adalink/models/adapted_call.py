@@ -16,7 +16,7 @@ def site_calls(adapter, site, graph_inputs, routing):
     `graph_call` reads ids from the model's extra inputs. `direct_call`
     serves callers outside the graph (cached decoding); it is `None` where
     the adapter needs ids such callers cannot give (per-token
-    `modality_ids`, layout positions).
+    `modality_ids`, `modality_lengths` positions).
     """
     if isinstance(adapter, TaskRouter):
 
@@ -74,7 +74,7 @@ class AdaptedCall:
         if self._direct_call is None:
             raise NotImplementedError(
                 f"{self._adapter_name} needs per-token ids (modality_ids or "
-                "layout positions) that direct layer calls such as "
+                "`modality_lengths` positions) that direct layer calls such as "
                 "`CausalLM.generate()`'s cached decoding do not pass. Use a "
                 "single `AdaLink`, a `TaskRouter`, or on PaliGemma a "
                 "ModalityRouter at insertion='token_embedding' for "

@@ -102,3 +102,27 @@ def adam_with_warmup(
             warmup_steps=warmup - 1,
         )
     return keras.optimizers.Adam(schedule)
+
+
+def default_learning_rate(rank: int) -> float:
+    """AdaLink's peak learning rate for a rank: `0.02 / sqrt(rank)`.
+
+    1e-2 at rank 4, 5e-3 at 16, 2.5e-3 at 64. The peak rates tuned on
+    frozen MiniLM (benchmarks/results/evidence.md: 1e-2 at rank 4, 3e-3 at
+    ranks 16 and 64, 1e-3 at 256, each the best of a three-point grid on
+    validation) fall as the rank grows, about as one over its square root;
+    rank 64 at rank 4's rate lost 5 points. A starting point measured on one
+    small model, not a law: tune around it on your validation split. The
+    CLI's `--learning-rate` defaults to it.
+
+    Args:
+        rank: int. The AdaLink rank.
+
+    Example:
+    >>> default_learning_rate(4)
+    0.01
+    >>> optimizer = adam_with_warmup(default_learning_rate(4), total_steps=300)
+    """
+    if not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be a positive int. Received: rank={rank}")
+    return 0.02 / rank**0.5

@@ -40,12 +40,28 @@ def test_standard_checks_with_ids():
     )
 
 
-def test_standard_checks_with_layout():
+def test_standard_checks_with_lengths():
     run_layer_checks(
         ModalityRouter,
-        {"modalities": ["image", "text"], "rank": 2, "layout": [3, None]},
+        {
+            "modalities": ["image", "text"],
+            "rank": 2,
+            "modality_lengths": [3, None],
+        },
         _x(),
     )
+
+
+def test_old_layout_name_is_accepted_with_a_warning():
+    """Configs saved by 0.1.0 carry `layout`; they load, with a warning."""
+    config = ModalityRouter(["a", "b"], rank=2).get_config()
+    del config["modality_lengths"]
+    config["layout"] = [3, None]
+    with pytest.warns(DeprecationWarning, match="modality_lengths"):
+        router = ModalityRouter.from_config(config)
+    assert router.modality_lengths == [3, None]
+    assert router.get_config()["modality_lengths"] == [3, None]
+    assert "layout" not in router.get_config()
 
 
 @pytest.mark.parametrize("unified", [False, True])
@@ -112,15 +128,15 @@ def test_unified_has_one_module():
 
 
 @pytest.mark.parametrize(
-    "layout,expected",
+    "lengths,expected",
     [
         ([3, None], [0, 0, 0, 1, 1, 1, 1]),
         ([2, 4], [0, 0, 1, 1, 1, 1, -1]),
         ([0, None], [1] * 7),
     ],
 )
-def test_static_layout_matches_ids(layout, expected):
-    router = ModalityRouter(["image", "text"], rank=2, layout=layout)
+def test_static_lengths_match_ids(lengths, expected):
+    router = ModalityRouter(["image", "text"], rank=2, modality_lengths=lengths)
     x = _x()
     router(x)
     _randomize(router)
@@ -138,7 +154,7 @@ def test_out_of_range_modality_id_eager():
         router(_x(), modality_ids=np.full((3, 7), 5, "int32"))
 
 
-def test_ids_required_without_layout():
+def test_ids_required_without_lengths():
     with pytest.raises(ValueError, match="modality_ids"):
         ModalityRouter(["image", "text"], rank=2)(_x())
 
@@ -149,10 +165,10 @@ def test_ids_required_without_layout():
         {"modalities": "image"},
         {"modalities": []},
         {"modalities": ["a", "a"]},
-        {"modalities": ["a", "b"], "layout": [3]},
-        {"modalities": ["a", "b"], "layout": [None, 3]},
+        {"modalities": ["a", "b"], "modality_lengths": [3]},
+        {"modalities": ["a", "b"], "modality_lengths": [None, 3]},
     ],
 )
 def test_bad_arguments(kwargs):
-    with pytest.raises(ValueError, match="modalities|layout"):
+    with pytest.raises(ValueError, match="modalities|modality_lengths"):
         ModalityRouter(rank=2, **kwargs)
