@@ -11,6 +11,7 @@ docs/coverage.md is generated from this table (docs/make_coverage.py).
 import dataclasses
 
 import keras_hub
+import numpy as np
 
 M = keras_hub.models
 VOCAB = 40
@@ -110,7 +111,9 @@ NOT_FOLDABLE = {
     ),
     **dict.fromkeys(
         ["DeiTBackbone", "DINOV2Backbone", "DINOV3Backbone"]
-        + ["SwinTransformerBackbone", "ViTDetBackbone", "MiTBackbone"],
+        + ["SwinTransformerBackbone", "ViTDetBackbone", "MiTBackbone"]
+        + ["SegFormerBackbone", "DepthAnythingBackbone", "SAMBackbone"]
+        + ["DFineBackbone"],
         "no vocabulary table: the adapter sees patches and positions",
     ),
 }
@@ -163,6 +166,147 @@ def _family(backbone, build_and_kind):
 def _elsewhere(backbone, test_file, kind):
     return Family(backbone, None, kind, test_file)
 
+
+_MIT = dict(
+    layerwise_depths=[1, 1],
+    num_layers=2,
+    layerwise_num_heads=[1, 2],
+    layerwise_sr_ratios=[2, 1],
+    max_drop_path_rate=0.0,
+    layerwise_patch_sizes=[7, 3],
+    layerwise_strides=[4, 2],
+    image_shape=(32, 32, 3),
+    hidden_dims=[8, 16],
+)
+_VITDET = dict(
+    hidden_size=8,
+    num_layers=2,
+    intermediate_dim=16,
+    num_heads=2,
+    global_attention_layer_indices=[1],
+    image_shape=(32, 32, 3),
+    patch_size=8,
+    num_output_channels=8,
+    window_size=2,
+)
+
+
+def _segformer():
+    return M.SegFormerBackbone(
+        image_encoder=M.MiTBackbone(**_MIT), projection_filters=8
+    )
+
+
+def _depth_anything():
+    dinov2 = M.DINOV2Backbone(image_shape=(16, 16, 3), **_VIT)
+    return M.DepthAnythingBackbone(
+        image_encoder=dinov2,
+        reassemble_factors=[2, 1],
+        feature_keys=["stage1", "stage2"],
+        neck_hidden_dims=[8, 8],
+        fusion_hidden_dim=8,
+        head_hidden_dim=8,
+        head_in_index=-1,
+    )
+
+
+def _sam():
+    # Its sites differ in width, as in real SAM: ViTDet's tokens 16, the
+    # prompt tokens 8 (the neck's output width, which the mask decoder
+    # reads beside them).
+    return M.SAMBackbone(
+        image_encoder=M.ViTDetBackbone(**{**_VITDET, "hidden_size": 16}),
+        prompt_encoder=keras_hub.layers.SAMPromptEncoder(
+            hidden_size=8,
+            image_embedding_size=(4, 4),
+            input_image_size=(32, 32),
+            mask_in_channels=4,
+        ),
+        mask_decoder=keras_hub.layers.SAMMaskDecoder(
+            num_layers=1,
+            hidden_size=8,
+            intermediate_dim=16,
+            num_heads=2,
+            embedding_dim=8,
+            num_multimask_outputs=3,
+            iou_head_depth=1,
+            iou_head_hidden_dim=8,
+        ),
+    )
+
+
+def _d_fine():
+    hgnetv2 = M.HGNetV2Backbone(
+        stem_channels=[3, 8, 8],
+        stackwise_stage_filters=[[8, 8, 16, 1, 3, 3], [16, 8, 16, 1, 3, 3]],
+        apply_downsample=[False, True],
+        use_lightweight_conv_block=[False, False],
+        depths=[1, 1],
+        hidden_sizes=[16, 16],
+        embedding_size=8,
+        use_learnable_affine_block=False,
+        hidden_act="relu",
+        image_shape=(32, 32, 3),
+        out_features=["stage1", "stage2"],
+        data_format="channels_last",
+    )
+    return M.DFineBackbone(
+        backbone=hgnetv2,
+        decoder_in_channels=[16, 16],
+        encoder_hidden_dim=16,
+        num_denoising=0,
+        num_labels=3,
+        hidden_dim=16,
+        learn_initial_query=False,
+        num_queries=4,
+        anchor_image_size=(32, 32),
+        feat_strides=[4, 8],
+        num_feature_levels=2,
+        encoder_in_channels=[16, 16],
+        encode_proj_layers=[1],
+        num_attention_heads=2,
+        encoder_ffn_dim=16,
+        num_encoder_layers=1,
+        hidden_expansion=0.5,
+        depth_multiplier=0.34,
+        eval_idx=-1,
+        num_decoder_layers=1,
+        decoder_attention_heads=2,
+        decoder_ffn_dim=16,
+        decoder_n_points=[2, 2],
+        lqe_hidden_dim=8,
+        num_lqe_layers=1,
+        out_features=["stage1", "stage2"],
+        image_shape=(32, 32, 3),
+        data_format="channels_last",
+        seed=0,
+    )
+
+
+def sam_inputs(batch, rng):
+    """Two point prompts and a box per image, no mask prompt."""
+    return {
+        "images": rng.uniform(size=(batch, 32, 32, 3)).astype("float32"),
+        "points": rng.uniform(0, 32, size=(batch, 2, 2)).astype("float32"),
+        "labels": np.ones((batch, 2), "float32"),
+        "boxes": rng.uniform(0, 32, size=(batch, 1, 2, 2)).astype("float32"),
+        "masks": np.zeros((batch, 0, 32, 32, 1), "float32"),
+    }
+
+
+# Families whose inputs the generic filler cannot make: `f(batch, rng)`.
+INPUTS = {"SAMBackbone": sam_inputs}
+
+# Vision tasks checked adapted (tests/test_families.py): `(task, kwargs)`.
+VISION_TASKS = {
+    "SegFormerBackbone": ("SegFormerImageSegmenter", {"num_classes": 3}),
+    "DepthAnythingBackbone": (
+        "DepthAnythingDepthEstimator",
+        {"depth_estimation_type": "relative"},
+    ),
+    "SAMBackbone": ("SAMImageSegmenter", {}),
+    "DFineBackbone": ("DFineObjectDetector", {"num_classes": 3}),
+}
 
 _NEW = [
     # Encoders.
@@ -379,6 +523,11 @@ _NEW = [
             hidden_dims=[8, 16],
         ),
     ),
+    # Heads over a transformer encoder's tokens.
+    Family("SegFormerBackbone", _segformer, "vision"),
+    Family("DepthAnythingBackbone", _depth_anything, "vision"),
+    Family("SAMBackbone", _sam, "vision"),
+    Family("DFineBackbone", _d_fine, "vision"),
     # Video and text: video patches before the spatial encoder, text tokens.
     Family(
         "VideoPrismBackbone",

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from keras_adalink.sites import keras_cv
 from keras_adalink.sites import layouts
 from keras_adalink.sites.rule import block_input_sites
+from keras_adalink.sites.rule import inside_model
 from keras_adalink.sites.rule import token_embedding_sites
+from keras_adalink.sites.site import Site
 from keras_adalink.sites.site import after_layer
 from keras_adalink.sites.site import before_layer
 
@@ -131,6 +133,62 @@ def _video_and_text(insertion):
     return sites
 
 
+def _encoder_pyramid(backbone):
+    # SegFormer, DepthAnything: the head reads its image encoder's (MiT's,
+    # DINOv2's) pyramid through `feature_extractor`, a sub-model over the
+    # encoder's own layers, replayed with the encoder's first block
+    # adapted (the site the encoder alone gets).
+    (inner,) = block_input_sites(backbone.image_encoder)
+    return [inside_model(backbone.feature_extractor, inner, "image")]
+
+
+def _after_output(layer, key, modality):
+    """Adapt output `key` of a call of `layer` that returns a dict."""
+
+    def apply(call, args, kwargs, adapter):
+        outputs = dict(call(*args, **kwargs))
+        return {**outputs, key: adapter(outputs[key])}
+
+    return Site(layer, apply, modality)
+
+
+def _image_and_prompt(backbone):
+    # SAM: image patches before the ViTDet encoder's first block; the
+    # prompt encoder's sparse (point and box) tokens, which the task's
+    # mask decoder reads into its two-way transformer.
+    (image,) = block_input_sites(backbone.image_encoder)
+    prompt = _after_output(
+        backbone.prompt_encoder, "prompt_sparse_embeddings", "prompt"
+    )
+    return [image.replace(modality="image"), prompt]
+
+
+def _detection_encoder(backbone):
+    # D-FINE: its hybrid encoder flattens each feature map it encodes
+    # (levels `encode_proj_layers`) into tokens inside its Python call; the
+    # adapter acts per token, so adapting those maps (channels last) before
+    # the call adapts exactly the tokens its transformer layers read.
+    encoder = backbone.encoder
+    if encoder.data_format != "channels_last":
+        raise ValueError(
+            "keras_adalink adapts DFineBackbone's encoder tokens on its "
+            "channels-last feature maps; this one is channels_first. Build "
+            "it with data_format='channels_last'."
+        )
+    levels = set(encoder.encode_proj_layers)
+
+    def apply(call, args, kwargs, adapter):
+        kwargs = dict(kwargs)
+        maps = args[0] if args else kwargs.pop("inputs_embeds")
+        maps = [adapter(m) if i in levels else m for i, m in enumerate(maps)]
+        return call(maps, *args[1:], **kwargs)
+
+    return [Site(encoder, apply, "image", where="before")]
+
+
+_ENCODER_PYRAMID = dict(
+    token_embedding=token_embedding_sites, block_input=_encoder_pyramid
+)
 _IMAGE_AND_TEXT = dict(
     token_embedding=_image_and_text, block_input=block_input_sites
 )
@@ -194,6 +252,30 @@ FAMILIES = {
         block_input_sites,
         layout=layouts.t5,
     ),
+    "SegFormerBackbone": Family(
+        "its head reads MiT's pyramid through a sub-model over MiT's "
+        "layers (`feature_extractor`): replayed with MiT's site inside",
+        **_ENCODER_PYRAMID,
+    ),
+    "DepthAnythingBackbone": Family(
+        "its DPT head reads DINOv2's pyramid through a sub-model over "
+        "DINOv2's layers (`feature_extractor`): replayed with DINOv2's "
+        "site inside",
+        **_ENCODER_PYRAMID,
+    ),
+    "SAMBackbone": Family(
+        "two sites: image patches before the ViTDet encoder's first block, "
+        "and the prompt encoder's point and box tokens, which the mask "
+        "decoder's two-way transformer reads",
+        token_embedding_sites,  # Refuses: no `token_ids`.
+        _image_and_prompt,
+    ),
+    "DFineBackbone": Family(
+        "a detection transformer: the CNN feature maps its hybrid encoder "
+        "flattens into tokens, adapted before that encoder's call",
+        token_embedding_sites,  # Refuses: no `token_ids`.
+        _detection_encoder,
+    ),
     # KerasCV (the `cv` extra).
     "CLIP": Family(
         "KerasCV's CLIP: its towers are subclassed layers, each replayed "
@@ -255,26 +337,9 @@ FAMILIES = {
     ),
     "StableDiffusion3Backbone": _DIFFUSION,
     "FluxBackbone": _DIFFUSION,
-    "SAMBackbone": Family(
-        "segment-anything: a ViT image encoder, a prompt encoder and a "
-        "two-way mask decoder; sites for its image-patch and prompt tokens "
-        "are not built and tested yet",
-        refused=True,
-    ),
     "SAM3PromptableConceptBackbone": Family(
         "vision and text encoders and a DETR-style decoder; a site per "
         "stream is not built and tested yet",
-        refused=True,
-    ),
-    "DepthAnythingBackbone": Family(
-        "a DINOv2 encoder (adapted on its own) under a DPT depth head; the "
-        "site inside its encoder is not built and tested yet",
-        refused=True,
-    ),
-    "DFineBackbone": Family(
-        "a detection transformer: a transformer encoder over flattened CNN "
-        "features and a query decoder; a site for its encoder tokens is "
-        "not built and tested yet",
         refused=True,
     ),
     "BLIP2Backbone": Family(
@@ -296,12 +361,6 @@ FAMILIES = {
         "a text recogniser whose text stream (token and position-query "
         "embeddings) exists only inside its decoder's Python call, so only "
         "the image half would be adaptable",
-        refused=True,
-    ),
-    "SegFormerBackbone": Family(
-        "a segmentation head over a MiT encoder that it calls through a "
-        "nested model sharing MiT's layers; adapt the `MiTBackbone` "
-        "(`image_encoder`) itself, which keras_adalink covers",
         refused=True,
     ),
     "EdRecBackbone": Family(
