@@ -432,8 +432,9 @@ def test_encoder_tasks_adapt(name, task):
 
 @pytest.mark.parametrize("name", sorted(VISION_TASKS))
 def test_vision_tasks_predict_adapted(name):
-    """Segmentation and depth tasks over the adapted backbone: same class,
-    predict() equal to the frozen task's at init, moved by the adapter."""
+    """Segmentation, depth and detection tasks over the adapted backbone:
+    same class, predict() equal to the frozen task's at init, outputs moved
+    by the adapter."""
     task, kwargs = VISION_TASKS[name]
     model = getattr(keras_hub.models, task)(
         backbone=NEW_FAMILIES[name].build(), **kwargs
@@ -444,10 +445,13 @@ def test_vision_tasks_predict_adapted(name):
     assert type(adapted) is type(model)
     for want, have in zip(before, _flat(adapted.predict(x, verbose=0))):
         np.testing.assert_allclose(have, want, atol=1e-5)
+    # Moved: seen in the raw outputs (D-FINE's predict() decodes boxes over
+    # a confidence threshold that a random tiny model may not reach).
+    raw = _flat(model(x, training=False))
     randomize_adapter(adapted)
-    after = _flat(adapted.predict(x, verbose=0))
+    after = _flat(adapted(x, training=False))
     assert not all(
-        np.allclose(have, want, atol=1e-4) for want, have in zip(before, after)
+        np.allclose(have, want, atol=1e-4) for want, have in zip(raw, after)
     )
 
 

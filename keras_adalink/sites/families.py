@@ -149,7 +149,7 @@ def _after_output(layer, key, modality):
         outputs = dict(call(*args, **kwargs))
         return {**outputs, key: adapter(outputs[key])}
 
-    return Site(layer, apply, modality)
+    return Site(layer, apply, modality, where=f"after (its `{key}`)")
 
 
 def _image_and_prompt(backbone):
@@ -338,8 +338,12 @@ FAMILIES = {
     "StableDiffusion3Backbone": _DIFFUSION,
     "FluxBackbone": _DIFFUSION,
     "SAM3PromptableConceptBackbone": Family(
-        "vision and text encoders and a DETR-style decoder; a site per "
-        "stream is not built and tested yet",
+        "a model whose vision (`SAM3VisionEncoder`) and text "
+        "(`SAM3TextEncoder`) encoders are subclassed layers that embed "
+        "patches and tokens inside their Python calls, so its graph holds "
+        "no tensor of either stream before their first transformer layers; "
+        "sites need a mirror of those calls (as keras_cv.py does for "
+        "KerasCV's CLIP), not built yet",
         refused=True,
     ),
     "BLIP2Backbone": Family(
@@ -358,9 +362,13 @@ FAMILIES = {
         refused=True,
     ),
     "PARSeqBackbone": Family(
-        "a text recogniser whose text stream (token and position-query "
-        "embeddings) exists only inside its decoder's Python call, so only "
-        "the image half would be adaptable",
+        "a text recogniser whose text stream (token embeddings scaled and "
+        "added to position queries) is made inside `PARSeqDecoder.call`, "
+        "and whose task trains and decodes around the graph: "
+        "`PARSeqCausalLM.compute_loss` calls `backbone.image_encoder` and "
+        "`backbone.decoder` and `call_with_cache` calls "
+        "`decoder.token_embedding` directly; sites need a mirror of those "
+        "calls with the adapter inside, not built yet",
         refused=True,
     ),
     "EdRecBackbone": Family(
