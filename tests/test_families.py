@@ -455,6 +455,28 @@ def test_vision_tasks_predict_adapted(name):
     )
 
 
+@pytest.mark.parametrize("name", ["SegFormerBackbone", "DFineBackbone"])
+def test_task_rows_reach_encoder_sites(name):
+    """A module per task inside SegFormer's encoder sub-model and before
+    D-FINE's hybrid encoder: changing row 0's task moves row 0 only."""
+    backbone = NEW_FAMILIES[name].build()
+    multi = keras_adalink.adapt(backbone, rank=2, num_tasks=2)
+    randomize_adapter(multi)
+    # One image input, by its name (SegFormer's is Keras' default name).
+    x = {backbone.input.name: _inputs(backbone)}
+    rows = [
+        _flat(multi({**x, "task_id": np.array(ids, "int32")}))
+        for ids in ([0, 1], [1, 1])
+    ]
+    for row, want in ((0, True), (1, False)):
+        moved = any(
+            not np.allclose(a[row], b[row], atol=1e-5)
+            for a, b in zip(*rows)
+            if a.ndim and a.shape[0] == 2
+        )
+        assert moved == want, row
+
+
 @pytest.mark.parametrize(
     "name,insertion",
     [
@@ -624,6 +646,9 @@ def test_one_module_per_modality(name):
     expected = MODALITY_OUTPUTS[name]
     if name == "VideoPrismBackbone":  # Its video rows are frames.
         with pytest.raises(ValueError, match="not examples"):
+            keras_adalink.adapt(backbone, num_tasks=2)
+    if name == "SAMBackbone":  # ViTDet's tokens 16 wide, the prompt's 8.
+        with pytest.raises(ValueError, match="one width"):
             keras_adalink.adapt(backbone, num_tasks=2)
     assert router.modalities == list(expected) and not router.unified
     for index, modality in enumerate(router.modalities):

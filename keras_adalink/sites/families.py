@@ -11,12 +11,11 @@ refused, or (for `get_layout_map`) a model-parallel layout rule.
 import dataclasses
 from collections.abc import Callable
 
+from keras_adalink.sites import encoder_heads
 from keras_adalink.sites import keras_cv
 from keras_adalink.sites import layouts
 from keras_adalink.sites.rule import block_input_sites
-from keras_adalink.sites.rule import inside_model
 from keras_adalink.sites.rule import token_embedding_sites
-from keras_adalink.sites.site import Site
 from keras_adalink.sites.site import after_layer
 from keras_adalink.sites.site import before_layer
 
@@ -133,62 +132,6 @@ def _video_and_text(insertion):
     return sites
 
 
-def _encoder_pyramid(backbone):
-    # SegFormer, DepthAnything: the head reads its image encoder's (MiT's,
-    # DINOv2's) pyramid through `feature_extractor`, a sub-model over the
-    # encoder's own layers, replayed with the encoder's first block
-    # adapted (the site the encoder alone gets).
-    (inner,) = block_input_sites(backbone.image_encoder)
-    return [inside_model(backbone.feature_extractor, inner, "image")]
-
-
-def _after_output(layer, key, modality):
-    """Adapt output `key` of a call of `layer` that returns a dict."""
-
-    def apply(call, args, kwargs, adapter):
-        outputs = dict(call(*args, **kwargs))
-        return {**outputs, key: adapter(outputs[key])}
-
-    return Site(layer, apply, modality, where=f"after (its `{key}`)")
-
-
-def _image_and_prompt(backbone):
-    # SAM: image patches before the ViTDet encoder's first block; the
-    # prompt encoder's sparse (point and box) tokens, which the task's
-    # mask decoder reads into its two-way transformer.
-    (image,) = block_input_sites(backbone.image_encoder)
-    prompt = _after_output(
-        backbone.prompt_encoder, "prompt_sparse_embeddings", "prompt"
-    )
-    return [image.replace(modality="image"), prompt]
-
-
-def _detection_encoder(backbone):
-    # D-FINE: its hybrid encoder flattens each feature map it encodes
-    # (levels `encode_proj_layers`) into tokens inside its Python call; the
-    # adapter acts per token, so adapting those maps (channels last) before
-    # the call adapts exactly the tokens its transformer layers read.
-    encoder = backbone.encoder
-    if encoder.data_format != "channels_last":
-        raise ValueError(
-            "keras_adalink adapts DFineBackbone's encoder tokens on its "
-            "channels-last feature maps; this one is channels_first. Build "
-            "it with data_format='channels_last'."
-        )
-    levels = set(encoder.encode_proj_layers)
-
-    def apply(call, args, kwargs, adapter):
-        kwargs = dict(kwargs)
-        maps = args[0] if args else kwargs.pop("inputs_embeds")
-        maps = [adapter(m) if i in levels else m for i, m in enumerate(maps)]
-        return call(maps, *args[1:], **kwargs)
-
-    return [Site(encoder, apply, "image", where="before")]
-
-
-_ENCODER_PYRAMID = dict(
-    token_embedding=token_embedding_sites, block_input=_encoder_pyramid
-)
 _IMAGE_AND_TEXT = dict(
     token_embedding=_image_and_text, block_input=block_input_sites
 )
@@ -255,26 +198,28 @@ FAMILIES = {
     "SegFormerBackbone": Family(
         "its head reads MiT's pyramid through a sub-model over MiT's "
         "layers (`feature_extractor`): replayed with MiT's site inside",
-        **_ENCODER_PYRAMID,
+        token_embedding_sites,  # Refuses: no `token_ids`.
+        encoder_heads.encoder_pyramid,
     ),
     "DepthAnythingBackbone": Family(
         "its DPT head reads DINOv2's pyramid through a sub-model over "
         "DINOv2's layers (`feature_extractor`): replayed with DINOv2's "
         "site inside",
-        **_ENCODER_PYRAMID,
+        token_embedding_sites,  # Refuses: no `token_ids`.
+        encoder_heads.encoder_pyramid,
     ),
     "SAMBackbone": Family(
         "two sites: image patches before the ViTDet encoder's first block, "
         "and the prompt encoder's point and box tokens, which the mask "
         "decoder's two-way transformer reads",
         token_embedding_sites,  # Refuses: no `token_ids`.
-        _image_and_prompt,
+        encoder_heads.image_and_prompt,
     ),
     "DFineBackbone": Family(
         "a detection transformer: the CNN feature maps its hybrid encoder "
         "flattens into tokens, adapted before that encoder's call",
         token_embedding_sites,  # Refuses: no `token_ids`.
-        _detection_encoder,
+        encoder_heads.detection_encoder,
     ),
     # KerasCV (the `cv` extra).
     "CLIP": Family(
