@@ -786,3 +786,18 @@ def test_two_tower_modules_and_contrastive_fit(name):
         np.testing.assert_array_equal(v.numpy(), value)
     for value, v in zip(start, router.weights):
         assert not np.allclose(v.numpy(), value)
+
+
+@pytest.mark.once
+def test_d_fine_channels_first_is_refused():
+    """D-FINE's tokens are its maps' channel vectors: on channels-first maps
+    the adapter would mix positions, so that layout is refused by name."""
+    from types import SimpleNamespace
+
+    from keras_adalink.sites import encoder_heads
+
+    backbone = object.__new__(M.DFineBackbone)
+    encoder = SimpleNamespace(data_format="channels_first")
+    object.__setattr__(backbone, "encoder", encoder)
+    with pytest.raises(ValueError, match="data_format='channels_last'"):
+        encoder_heads.detection_encoder(backbone)
