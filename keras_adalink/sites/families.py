@@ -286,9 +286,11 @@ FAMILIES = {
         "a model whose vision (`SAM3VisionEncoder`) and text "
         "(`SAM3TextEncoder`) encoders are subclassed layers that embed "
         "patches and tokens inside their Python calls, so its graph holds "
-        "no tensor of either stream before their first transformer layers; "
-        "sites need a mirror of those calls (as keras_cv.py does for "
-        "KerasCV's CLIP), not built yet",
+        "no tensor of either stream before their first transformer layers "
+        "(sites there need a mirror of those calls, as keras_cv.py does for "
+        "KerasCV's CLIP); sites on the encoders' outputs where they enter "
+        "the DETR encoder, as PaliGemma's, would fit but are not built and "
+        "tested yet",
         refused=True,
     ),
     "BLIP2Backbone": Family(
