@@ -443,6 +443,10 @@ def test_vision_tasks_predict_adapted(name):
     before = _flat(model.predict(x, verbose=0))
     adapted = keras_adalink.adapt(model, rank=2)
     assert type(adapted) is type(model)
+    # The adapter and the task's head (SegFormer's) train; the backbone not.
+    frozen = {id(v) for v in model.backbone.weights}
+    assert not any(id(v) in frozen for v in adapted.trainable_weights)
+    assert any("adalink" in v.path for v in adapted.trainable_weights)
     for want, have in zip(before, _flat(adapted.predict(x, verbose=0))):
         np.testing.assert_allclose(have, want, atol=1e-5)
     # Moved: seen in the raw outputs (D-FINE's predict() decodes boxes over
@@ -650,6 +654,8 @@ def test_one_module_per_modality(name):
     if name == "SAMBackbone":  # ViTDet's tokens 16 wide, the prompt's 8.
         with pytest.raises(ValueError, match="one width"):
             keras_adalink.adapt(backbone, num_tasks=2)
+        shared = keras_adalink.adapt(backbone, rank=2, unified=True)
+        assert shared.adapter.unified
     assert router.modalities == list(expected) and not router.unified
     for index, modality in enumerate(router.modalities):
         randomize_router_module(router, index, seed=index)
