@@ -31,7 +31,8 @@ def tower_model(site, adapter, extra, routing):
     tower = site.layer
     inputs = tower.input
     if not isinstance(inputs, dict):
-        inputs = {inputs.name: inputs}
+        # One tensor, or a list of them (`keras.Model(encoder.inputs, ...)`).
+        inputs = {t.name: t for t in keras.tree.flatten(inputs)}
     inputs = {name: _like(t, name) for name, t in inputs.items()}
     ids = {name: _like(t, name) for name, t in extra.items()}
     graph_call, _ = site_calls(adapter, site, ids, routing)

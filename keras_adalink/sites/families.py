@@ -11,6 +11,7 @@ refused, or (for `get_layout_map`) a model-parallel layout rule.
 import dataclasses
 from collections.abc import Callable
 
+from keras_adalink.sites import encoder_heads
 from keras_adalink.sites import keras_cv
 from keras_adalink.sites import layouts
 from keras_adalink.sites.rule import block_input_sites
@@ -194,6 +195,32 @@ FAMILIES = {
         block_input_sites,
         layout=layouts.t5,
     ),
+    "SegFormerBackbone": Family(
+        "its head reads MiT's pyramid through a sub-model over MiT's "
+        "layers (`feature_extractor`): replayed with MiT's site inside",
+        token_embedding_sites,  # Refuses: no `token_ids`.
+        encoder_heads.encoder_pyramid,
+    ),
+    "DepthAnythingBackbone": Family(
+        "its DPT head reads DINOv2's pyramid through a sub-model over "
+        "DINOv2's layers (`feature_extractor`): replayed with DINOv2's "
+        "site inside",
+        token_embedding_sites,  # Refuses: no `token_ids`.
+        encoder_heads.encoder_pyramid,
+    ),
+    "SAMBackbone": Family(
+        "two sites: image patches before the ViTDet encoder's first block, "
+        "and the prompt encoder's point and box tokens, which the mask "
+        "decoder's two-way transformer reads",
+        token_embedding_sites,  # Refuses: no `token_ids`.
+        encoder_heads.image_and_prompt,
+    ),
+    "DFineBackbone": Family(
+        "a detection transformer: the CNN feature maps its hybrid encoder "
+        "flattens into tokens, adapted before that encoder's call",
+        token_embedding_sites,  # Refuses: no `token_ids`.
+        encoder_heads.detection_encoder,
+    ),
     # KerasCV (the `cv` extra).
     "CLIP": Family(
         "KerasCV's CLIP: its towers are subclassed layers, each replayed "
@@ -255,26 +282,15 @@ FAMILIES = {
     ),
     "StableDiffusion3Backbone": _DIFFUSION,
     "FluxBackbone": _DIFFUSION,
-    "SAMBackbone": Family(
-        "segment-anything: a ViT image encoder, a prompt encoder and a "
-        "two-way mask decoder; sites for its image-patch and prompt tokens "
-        "are not built and tested yet",
-        refused=True,
-    ),
     "SAM3PromptableConceptBackbone": Family(
-        "vision and text encoders and a DETR-style decoder; a site per "
-        "stream is not built and tested yet",
-        refused=True,
-    ),
-    "DepthAnythingBackbone": Family(
-        "a DINOv2 encoder (adapted on its own) under a DPT depth head; the "
-        "site inside its encoder is not built and tested yet",
-        refused=True,
-    ),
-    "DFineBackbone": Family(
-        "a detection transformer: a transformer encoder over flattened CNN "
-        "features and a query decoder; a site for its encoder tokens is "
-        "not built and tested yet",
+        "a model whose vision (`SAM3VisionEncoder`) and text "
+        "(`SAM3TextEncoder`) encoders are subclassed layers that embed "
+        "patches and tokens inside their Python calls, so its graph holds "
+        "no tensor of either stream before their first transformer layers "
+        "(sites there need a mirror of those calls, as keras_cv.py does for "
+        "KerasCV's CLIP); sites on the encoders' outputs where they enter "
+        "the DETR encoder, as PaliGemma's, would fit but are not built and "
+        "tested yet",
         refused=True,
     ),
     "BLIP2Backbone": Family(
@@ -293,15 +309,13 @@ FAMILIES = {
         refused=True,
     ),
     "PARSeqBackbone": Family(
-        "a text recogniser whose text stream (token and position-query "
-        "embeddings) exists only inside its decoder's Python call, so only "
-        "the image half would be adaptable",
-        refused=True,
-    ),
-    "SegFormerBackbone": Family(
-        "a segmentation head over a MiT encoder that it calls through a "
-        "nested model sharing MiT's layers; adapt the `MiTBackbone` "
-        "(`image_encoder`) itself, which keras_adalink covers",
+        "a text recogniser whose text stream (token embeddings scaled and "
+        "added to position queries) is made inside `PARSeqDecoder.call`, "
+        "and whose task trains and decodes around the graph: "
+        "`PARSeqCausalLM.compute_loss` calls `backbone.image_encoder` and "
+        "`backbone.decoder` and `call_with_cache` calls "
+        "`decoder.token_embedding` directly; sites need a mirror of those "
+        "calls with the adapter inside, not built yet",
         refused=True,
     ),
     "EdRecBackbone": Family(

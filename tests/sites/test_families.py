@@ -29,6 +29,7 @@ from tests.fixtures.families import GENERATE_PER_MODALITY
 from tests.fixtures.families import GENERATE_UNTESTED
 from tests.fixtures.families import NEW_FAMILIES
 from tests.fixtures.families import NOT_FOLDABLE
+from tests.fixtures.families import VISION_TASKS
 from tests.fixtures.families import PROMPT
 from tests.fixtures.families import VOCAB
 from tests.fixtures.families import M
@@ -60,7 +61,9 @@ def test_adapts_at_both_points_identity_then_acts(family, tmp_path):
     model = family.build()
     backbone = _backbone(model)
     x = _inputs(backbone)
-    before = _flat(backbone(x))
+    # The adapted model's backbone is frozen: inference mode (SegFormer's
+    # BatchNormalization would otherwise use batch statistics).
+    before = _flat(backbone(x, training=False))
     # The sites found: a table holding the vocabulary, the first block.
     if family.kind == "two_tower":  # One site inside each tower.
         inner = {}
@@ -91,7 +94,9 @@ def test_adapts_at_both_points_identity_then_acts(family, tmp_path):
         ]
         assert any(v.shape[0] == VOCAB for v in site.layer.weights)
     if family.kind != "two_tower":
-        block = find_insertion_sites(backbone, "block_input")[0].layer
+        site = find_insertion_sites(backbone, "block_input")[0]
+        # A head over an encoder's sub-model: the site inside it.
+        block = site.inner.layer if site.tower else site.layer
         if family.kind in ("vision", "video"):  # A packed stack or stage.
             assert type(block).__name__.endswith(("Encoder", "Stage"))
         else:
@@ -113,7 +118,11 @@ def test_adapts_at_both_points_identity_then_acts(family, tmp_path):
         assert not backbone.trainable_weights
         randomize_adapter(adapted)
         after = _flat(adapted(x))
-        assert not np.allclose(after[0], before[0], atol=1e-4)
+        # Some outputs are the adapter's to move (D-FINE's anchors are not).
+        assert not all(
+            np.allclose(have, want, atol=1e-4)
+            for want, have in zip(before, after)
+        )
     if model is not backbone:  # The task: adapter trainable, backbone not.
         task = keras_adalink.adapt(model, rank=2)
         frozen = {id(v) for v in backbone.weights}
@@ -364,6 +373,57 @@ def test_encoder_tasks_adapt(name, task):
     assert not np.allclose(_flat(adapted(x))[0], before[0], atol=1e-4)
 
 
+@pytest.mark.parametrize("name", sorted(VISION_TASKS))
+def test_vision_tasks_predict_adapted(name):
+    """Segmentation, depth and detection tasks over the adapted backbone:
+    same class, predict() equal to the frozen task's at init, outputs moved
+    by the adapter."""
+    task, kwargs = VISION_TASKS[name]
+    model = getattr(keras_hub.models, task)(
+        backbone=NEW_FAMILIES[name].build(), **kwargs
+    )
+    x = _inputs(model)
+    before = _flat(model.predict(x, verbose=0))
+    adapted = keras_adalink.adapt(model, rank=2)
+    assert type(adapted) is type(model)
+    # The adapter and the task's head (SegFormer's) train; the backbone not.
+    frozen = {id(v) for v in model.backbone.weights}
+    assert not any(id(v) in frozen for v in adapted.trainable_weights)
+    assert any("adalink" in v.path for v in adapted.trainable_weights)
+    for want, have in zip(before, _flat(adapted.predict(x, verbose=0))):
+        np.testing.assert_allclose(have, want, atol=1e-5)
+    # Moved: seen in the raw outputs (D-FINE's predict() decodes boxes over
+    # a confidence threshold that a random tiny model may not reach).
+    raw = _flat(model(x, training=False))
+    randomize_adapter(adapted)
+    after = _flat(adapted(x, training=False))
+    assert not all(
+        np.allclose(have, want, atol=1e-4) for want, have in zip(raw, after)
+    )
+
+
+@pytest.mark.parametrize("name", ["SegFormerBackbone", "DFineBackbone"])
+def test_task_rows_reach_encoder_sites(name):
+    """A module per task inside SegFormer's encoder sub-model and before
+    D-FINE's hybrid encoder: changing row 0's task moves row 0 only."""
+    backbone = NEW_FAMILIES[name].build()
+    multi = keras_adalink.adapt(backbone, rank=2, num_tasks=2)
+    randomize_adapter(multi)
+    # One image input, by its name (SegFormer's is Keras' default name).
+    x = {backbone.input.name: _inputs(backbone)}
+    rows = [
+        _flat(multi({**x, "task_id": np.array(ids, "int32")}))
+        for ids in ([0, 1], [1, 1])
+    ]
+    for row, want in ((0, True), (1, False)):
+        moved = any(
+            not np.allclose(a[row], b[row], atol=1e-5)
+            for a, b in zip(*rows)
+            if a.ndim and a.shape[0] == 2
+        )
+        assert moved == want, row
+
+
 @pytest.mark.parametrize(
     "name,insertion",
     [
@@ -512,6 +572,11 @@ MODALITY_OUTPUTS = {
         "video": {"vision_embeddings"},
         "text": {"text_embeddings"},
     },
+    # The mask decoder (the task's) reads both.
+    "SAMBackbone": {
+        "image": {"image_embeddings"},
+        "prompt": {"prompt_sparse_embeddings"},
+    },
 }
 
 
@@ -529,6 +594,11 @@ def test_one_module_per_modality(name):
     if name == "VideoPrismBackbone":  # Its video rows are frames.
         with pytest.raises(ValueError, match="not examples"):
             keras_adalink.adapt(backbone, num_tasks=2)
+    if name == "SAMBackbone":  # ViTDet's tokens 16 wide, the prompt's 8.
+        with pytest.raises(ValueError, match="one width"):
+            keras_adalink.adapt(backbone, num_tasks=2)
+        shared = keras_adalink.adapt(backbone, rank=2, unified=True)
+        assert shared.adapter.unified
     assert router.modalities == list(expected) and not router.unified
     for index, modality in enumerate(router.modalities):
         randomize_router_module(router, index, seed=index)
@@ -665,3 +735,18 @@ def test_two_tower_modules_and_contrastive_fit(name):
         np.testing.assert_array_equal(v.numpy(), value)
     for value, v in zip(start, router.weights):
         assert not np.allclose(v.numpy(), value)
+
+
+@pytest.mark.once
+def test_d_fine_channels_first_is_refused():
+    """D-FINE's tokens are its maps' channel vectors: on channels-first maps
+    the adapter would mix positions, so that layout is refused by name."""
+    from types import SimpleNamespace
+
+    from keras_adalink.sites import encoder_heads
+
+    backbone = object.__new__(M.DFineBackbone)
+    encoder = SimpleNamespace(data_format="channels_first")
+    object.__setattr__(backbone, "encoder", encoder)
+    with pytest.raises(ValueError, match="data_format='channels_last'"):
+        encoder_heads.detection_encoder(backbone)
