@@ -220,15 +220,6 @@ def test_bad_quantize_arguments_leave_the_model_unchanged():
     assert isinstance(adapted, keras_adalink.AdaLinkBackbone)
 
 
-def test_fold_refuses_a_quantized_base():
-    """Folding into an int8 table would write float values over quantized
-    ones (it did: outputs off by ~2): refused, naming the mode."""
-    backbone = BACKBONES["bert"]()
-    adapted = keras_adalink.adapt(backbone, rank=2, quantize="int8")
-    with pytest.raises(ValueError, match=r"quantized \({'int8'"):
-        keras_adalink.fold(adapted)
-
-
 @pytest.mark.parametrize("mode", ["gptq", "awq"])
 def test_calibrated_modes_train_the_adapter_alone(mode, tmp_path):
     """GPTQ and AWQ (Keras' LoRA has no term for either) calibrate block by
