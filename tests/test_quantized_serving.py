@@ -184,9 +184,13 @@ def test_quantized_base_exports_a_saved_model(tmp_path):
         )
 
 
+@pytest.mark.end_to_end
 def test_adapters_of_a_quantized_base_compose():
     """Two adapters (and heads) on one int4/int8/float8 backbone: each
-    example of a mixed batch gets its own single-task model's output."""
+    example of a mixed batch gets its own single-task model's output.
+    jax only (CI budget): compose shares the backbone and never touches
+    its quantized layers, whose forward pass test_quantization.py checks
+    on every backend."""
     backbone = mixed_backbone()
     singles = [
         _task_model(backbone, 2, width, seed)
