@@ -29,6 +29,7 @@ from keras_adalink.distribution import layout_source  # noqa: E402
 from keras_adalink.export_peft import hf_twin  # noqa: E402
 from keras_adalink.sites.layouts import PARTIAL  # noqa: E402
 from tests.fixtures import families  # noqa: E402
+from tests.test_quantization import tested_modes  # noqa: E402
 
 PAGE = ROOT / "docs" / "coverage.md"
 HEADER = """# Coverage: every KerasHub backbone
@@ -61,6 +62,12 @@ block of the stack. Each claim below is a test:
   than at real widths) (`test_layout_map_fits_every_mesh`); a
   ModelParallel fit step equals one device's
   (`test_shape_rule_fit_step_matches_single_device`, one family per kind);
+- **quantized**: the Keras quantization modes (`adapt(..., quantize=)`)
+  with which `fit` trains the adapter alone on the family's quantized
+  backbone, every quantized weight and scale bit-identical after it, with
+  adapter-file and `.keras` round trips (`tests/test_quantization.py`);
+  SavedModel export, `compose` and `fold` on a base mixing int4, int8 and
+  float8 are tested on BERT (`tests/test_quantized_serving.py`);
 - **export**: a TF-Serving SavedModel serves the same outputs;
 - **PEFT export**: `export_peft`'s table (`keras_adalink/export_peft.py`):
   the HF module the embedding LoRA targets, and the HF class; PEFT's
@@ -211,6 +218,7 @@ def _row(name):
         f"| {_default(backbone)} "
         f"| {_generate(name, family)} | {_fold(model)} "
         f"| {_layout(model)} "
+        f"| {', '.join(tested_modes().get(name, [])) or '—'} "
         f"| {families.EXPORT_TESTED.get(name, '—')} "
         f"| {_peft(backbone)} "
         f"| {family.tested_in.removeprefix('tests/')} |"
@@ -252,9 +260,9 @@ def render():
         "## Adapted",
         "",
         "| backbone | kind | modalities | `token_embedding` | `block_input` "
-        "| default | generate() | fold | layout map | export | PEFT export "
-        "| tests |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| default | generate() | fold | layout map | quantized | export "
+        "| PEFT export | tests |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(name) for name in sorted(families.FAMILIES)]
     lines += [

@@ -18,7 +18,8 @@ from keras_adalink.layers import AdaLink
 from keras_adalink.layers import TaskRouter
 from keras_adalink.models import find_adalink_backbone
 from keras_adalink.models.tasks import rebuild_task
-from keras_adalink.quantization import quantization_modes
+from keras_adalink.quantization import float_table
+from keras_adalink.quantization import requantized
 from keras_adalink.sites import find_insertion_sites
 
 # Tasks whose outputs go through the (possibly tied) reverse projection.
@@ -120,7 +121,7 @@ def _untie_in_place(embedding):
     embedding.save_own_variables = refuse_save
 
 
-def fold(model, task_id: int | None = None):
+def fold(model, task_id: int | None = None, requantize: bool = False):
     """Returns `model` without the adapter, its effect folded into the table.
 
     The result has the original KerasHub class (backbone or task, same
@@ -135,64 +136,107 @@ def fold(model, task_id: int | None = None):
     process or through `export_saved_model`; store the adapter file, not a
     `.keras` of it.
 
+    On a quantized backbone (`adapt(..., quantize=...)`) the folded model
+    is quantized the same way. Where the table itself is float (float8,
+    GPTQ and AWQ quantize only the dense layers) the fold is exact. An int8
+    or int4 table cannot hold the folded values exactly: with
+    `requantize=True` the table is dequantized, folded in float and
+    quantized again by Keras' own `quantize` for that mode and config
+    (as Keras merges LoRA into a quantized embedding), which moves outputs
+    by up to one quantization step of the table; without it, fold refuses.
+
     Args:
         model: an adapted backbone or task (from `keras_adalink.adapt`).
         task_id: for a `TaskRouter`, which task's module to fold.
+        requantize: bool. Whether to fold into an int8/int4 table by
+            re-quantizing it (not exact). Defaults to `False`.
 
     Example:
     >>> served = keras_adalink.fold(model)  # an adapted classifier
     """
     adalink_backbone = find_adalink_backbone(model)
     check_foldable(adalink_backbone)
-    modes = quantization_modes(adalink_backbone.backbone)
-    if modes:
-        # Its table holds quantized values and scales: folding the float
-        # product into it would need Keras' re-quantization, not built yet.
-        raise ValueError(
-            f"fold needs a float vocabulary table; this backbone is "
-            f"quantized ({modes}). Serve the adapter unfolded (it adds "
-            "O(tokens x width x rank) per call), or train it on the float "
-            "backbone, fold, then quantize the folded model."
-        )
     down, up = module_weights(adalink_backbone.adapter, task_id)
     base = adalink_backbone.backbone
-    table = keras.ops.convert_to_numpy(base.token_embedding.embeddings)
-    table = table.astype("float32")
+    embedding = base.token_embedding
+    table = float_table(embedding)
     scale = adalink_backbone.adapter.scale
     down, up = keras.ops.convert_to_numpy(down), keras.ops.convert_to_numpy(up)
     folded_table = table + scale * (table @ down) @ up
 
-    config = base.get_config()
-    config.pop("name", None)
-    tied = getattr(base.token_embedding, "tie_weights", False)
+    tied = getattr(embedding, "tie_weights", False)
     untie = tied and isinstance(model, _LM_TASKS)
     accepted = inspect.signature(type(base).__init__).parameters
     key = next((k for k in _UNTIE_KEYS if k in accepted), None)
+    mode = embedding.quantization_mode
+    if mode is not None and not requantize:
+        raise ValueError(
+            f"fold cannot be exact on this {mode} vocabulary table: the "
+            f"folded table is re-quantized to {mode}, which moves outputs by "
+            "up to one quantization step of the table. Pass "
+            "`requantize=True` to accept that (docs/big_models.md states "
+            "the error), or serve the adapter unfolded."
+        )
+    if untie and key is None and mode is not None:
+        raise ValueError(
+            f"fold cannot untie {type(base).__name__}'s {mode} table: the "
+            "family ties its input and output tables in its constructor, "
+            "and fold adds the output table in place only to float tables "
+            "(a quantized one needs the scales Keras makes when it builds "
+            "the layer). Serve the adapter unfolded, or fold on the float "
+            "backbone and then quantize the folded model."
+        )
+    config = base.get_config()
+    config.pop("name", None)
     if untie and key is not None:
         config[key] = False
     folded = type(base).from_config(config)
     if untie and key is None:
         _untie_in_place(folded.token_embedding)
-    # Same class and config: the same variables, created in the same order
-    # (paths can differ where sublayer names are auto-numbered), plus the
-    # output table an in-place untie appends.
-    reverse = getattr(folded.token_embedding, "reverse_embeddings", None)
-    fresh = [v for v in folded.weights if not (untie and v is reverse)]
-    for variable, value in zip(fresh, base.weights, strict=True):
+    # The output table (and its scale) an untie adds: not in `base`.
+    added = [
+        v
+        for v in folded.token_embedding.weights
+        if untie and v.name.startswith("reverse_embeddings")
+    ]
+    if mode is not None:
+        # Keras' own quantization of the folded float table, and of the
+        # original table as the output table where the fold unties: what
+        # `quantize(mode)` of the float folded model would store.
+        values = requantized(
+            embedding, folded_table, table.T if untie else None
+        )
+    else:
+        values = {"embeddings": folded_table, "reverse_embeddings": table.T}
+    table_values = {
+        id(v): values[v.name]
+        for v in folded.token_embedding.weights
+        if v.name in values and (untie or "reverse" not in v.name)
+    }
+    # Same class and config: the same variables, plus the output table an
+    # untie adds. Matched by path (a float8 layer built from its config
+    # creates its scales in another order than `quantize` did), else in
+    # order (paths can differ where sublayer names are auto-numbered).
+    fresh = [v for v in folded.weights if not any(v is a for a in added)]
+    by_path = {v.path: v for v in base.weights}
+    if sorted(by_path) == sorted(v.path for v in fresh):
+        pairs = [(v, by_path[v.path]) for v in fresh]
+    else:
+        pairs = zip(fresh, base.weights, strict=True)
+    for variable, value in pairs:
         if tuple(variable.shape) != tuple(value.shape):
             raise ValueError(
                 f"Could not rebuild {type(base).__name__} to fold into: "
                 f"{variable.path} has shape {variable.shape}, the original "
                 f"{value.path} {value.shape}."
             )
-        if variable is folded.token_embedding.embeddings:
-            variable.assign(folded_table.astype(variable.dtype))
-        else:
+        if id(variable) not in table_values:
             # A copy: on jax, sharing the buffer would let one model's
             # donated (reused) buffers delete the other's weights.
-            variable.assign(np.array(keras.ops.convert_to_numpy(value)))
-    if untie:
-        reverse.assign(table.T.astype(reverse.dtype))
+            value = np.array(keras.ops.convert_to_numpy(value))
+            table_values[id(variable)] = value
+    for variable in fresh + added:
+        variable.assign(table_values[id(variable)].astype(variable.dtype))
     if model is adalink_backbone:
         return folded
     if isinstance(model, keras_hub.models.Task):

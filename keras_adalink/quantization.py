@@ -102,3 +102,35 @@ def rematerialize_blocks(backbone):
     for block in found:
         graph.rematerialize(block)
     return len(found)
+
+
+def float_table(embedding):
+    """The float32 vocabulary table `embedding` looks tokens up in: its
+    weights, or for a quantized table what its own lookup dequantizes."""
+    if embedding.quantization_mode is None:
+        table = embedding.embeddings
+    else:
+        table = embedding(keras.ops.arange(embedding.input_dim))
+    return keras.ops.convert_to_numpy(table).astype("float32")
+
+
+def requantized(embedding, table, reverse=None):
+    """`{variable name: value}` of `embedding` holding the float `table`
+    (and output table `reverse` where untied), quantized as Keras quantizes
+    the layer: a float twin of it with these values, then its own
+    `quantize` with the layer's mode and config (block size, ...). The
+    names are those of `embedding`'s weights."""
+    config = embedding.get_config()
+    config["dtype"] = embedding.dtype_policy.get_config()["source_name"]
+    config["quantization_config"] = None
+    if reverse is not None:
+        config["tie_weights"] = False
+    twin = type(embedding).from_config(config)
+    twin.build()
+    twin.embeddings.assign(table.astype(twin.embeddings.dtype))
+    if reverse is not None:
+        twin.reverse_embeddings.assign(reverse.astype("float32"))
+    twin.quantize(
+        embedding.quantization_mode, config=embedding.quantization_config
+    )
+    return {v.name: keras.ops.convert_to_numpy(v) for v in twin.weights}

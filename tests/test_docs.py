@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+import keras_adalink
+
 # Backend-independent logic: `make test` runs it once (tensorflow pass).
 pytestmark = pytest.mark.once
 

@@ -746,11 +746,152 @@ print(np.abs(out["output_0"].numpy() - served.predict(x, verbose=0)).max())
     ),
 ]
 
+BIG_MODELS = [
+    (
+        "md",
+        "# Big frozen models on small devices: a quantized base with remat\n\n"
+        "AdaLink needs nothing inside the frozen layers, only gradients "
+        "through them, so the frozen backbone can be quantized with any "
+        "mode Keras offers (`int8`, `int4`, `float8`, GPTQ, AWQ) and its "
+        "blocks can recompute their activations in the backward pass "
+        "(`remat=True`). Here a tiny Gemma-shaped causal LM (random "
+        "weights: the shape is what matters) trains its adapter on an int4 "
+        "base, and XLA's memory analysis of the jitted train step shows "
+        "what each choice saves (the method of `benchmarks/memory.py`).",
+    ),
+    ("install", None),  # install_cell(): what this notebook reads
+    ("code", SETUP),
+    (
+        "code",
+        """\
+from keras_adalink.quantization import quantization_modes
+warnings.filterwarnings("ignore", message="Layer .* does not have a `quantize`")  # norms, dropout
+# Gemma's shape (1 key/value head, gated FFN 8x wide), shrunk to a CPU: 26M parameters.
+shape = dict(vocabulary_size=16384, num_layers=4, num_query_heads=4, num_key_value_heads=1,
+             hidden_dim=512, intermediate_dim=4096, head_dim=128)
+if FAST:
+    shape.update(vocabulary_size=512, num_layers=2, hidden_dim=64, intermediate_dim=128, head_dim=16)
+
+def gemma_lm():  # the same random weights every time
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.GemmaCausalLM(keras_hub.models.GemmaBackbone(**shape), preprocessor=None)
+
+lm = keras_adalink.adapt(gemma_lm(), rank=4, quantize="int4", remat=True)
+frozen = lm.backbone.backbone  # the quantized Gemma inside the adapted model
+print("quantized layers:", quantization_modes(frozen))
+print("trainable:", [v.path for v in lm.trainable_weights])
+""",
+    ),
+    (
+        "md",
+        "Train a few steps with `fit` on next-token targets: the adapter "
+        "moves, every quantized weight and scale of the base stays "
+        "bit-identical.",
+    ),
+    (
+        "code",
+        """\
+to_numpy = keras.ops.convert_to_numpy
+rng = np.random.default_rng(0)
+ids = rng.integers(1, shape["vocabulary_size"], (8, 64)).astype("int32")
+x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+base_before = {v.path: to_numpy(v) for v in frozen.weights}
+adapter_before = [to_numpy(v) for v in lm.trainable_weights]
+lm.compile(optimizer=keras.optimizers.Adam(1e-2),
+           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+history = lm.fit(x, np.roll(ids, -1, axis=1), batch_size=4, epochs=3, shuffle=False, verbose=0)
+print("loss per epoch:", np.round(history.history["loss"], 4))
+print("adapter moved:", all(not np.array_equal(a, to_numpy(v))
+                            for a, v in zip(adapter_before, lm.trainable_weights)))
+print("quantized base bit-identical:", all(np.array_equal(base_before[v.path], to_numpy(v))
+                                           for v in frozen.weights))
+""",
+    ),
+    (
+        "md",
+        "## What the train step holds\n\n"
+        "On the jax backend, jit the train step `fit` runs (forward, "
+        "backward, Adam update) and read XLA's own memory analysis of the "
+        "compiled step: arguments (weights, optimizer state, batch) plus "
+        "temporaries (the activations kept for the backward pass) plus "
+        "outputs that do not reuse a donated buffer. No accelerator is "
+        "needed. Full fine-tuning trains every weight; the AdaLink rows "
+        "train the adapter alone.",
+    ),
+    (
+        "code",
+        """\
+def step_megabytes(model, x, y):
+    import jax
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    def step(trainable, non_trainable, optimizer_vars, x, y):
+        def loss(trainable):
+            logits, updated = model.stateless_call(trainable, non_trainable, x, training=True)
+            return loss_fn(y, logits), updated
+        (value, non_trainable), grads = jax.value_and_grad(loss, has_aux=True)(trainable)
+        trainable, optimizer_vars = optimizer.stateless_apply(optimizer_vars, grads, trainable)
+        return value, trainable, non_trainable, optimizer_vars
+    state = [[v.value for v in vs] for vs in
+             (model.trainable_variables, model.non_trainable_variables, optimizer.variables)]
+    m = jax.jit(step, donate_argnums=(0, 1, 2)).lower(*state, x, y).compile().memory_analysis()
+    unaliased = m.output_size_in_bytes - m.alias_size_in_bytes
+    return [b / 2**20 for b in (m.argument_size_in_bytes, m.temp_size_in_bytes,
+                                m.argument_size_in_bytes + m.temp_size_in_bytes + unaliased)]
+
+length = 64 if FAST else 256
+ids = rng.integers(1, shape["vocabulary_size"], (1, length)).astype("int32")
+batch = ({"token_ids": ids, "padding_mask": np.ones_like(ids)}, np.roll(ids, -1, axis=1))
+settings = {
+    "full fine-tuning, f32": lambda: gemma_lm(),
+    "AdaLink, f32 base": lambda: keras_adalink.adapt(gemma_lm(), rank=4, dropout=0.0),
+    "AdaLink, f32 base, remat": lambda: keras_adalink.adapt(gemma_lm(), rank=4, dropout=0.0, remat=True),
+    "AdaLink, int8 base, remat": lambda: keras_adalink.adapt(
+        gemma_lm(), rank=4, dropout=0.0, quantize="int8", remat=True),
+    "AdaLink, int4 base, remat": lambda: keras_adalink.adapt(
+        gemma_lm(), rank=4, dropout=0.0, quantize="int4", remat=True),
+}
+if FAST:  # the test suite's quick mode: two compiles
+    settings = {k: v for k, v in settings.items() if "full" in k or "int4" in k}
+if keras.backend.backend() == "jax":
+    megabytes = {name: step_megabytes(make(), *batch) for name, make in settings.items()}
+    full = megabytes["full fine-tuning, f32"][2]
+    print(f"train step, batch 1 x length {length}: arguments (weights, Adam state, batch)"
+          " + temporaries (activations) = step MB")
+    for name, (args, temp, step) in megabytes.items():
+        print(f"  {name:27s} {args:7.1f} + {temp:6.1f} = {step:7.1f} MB"
+              f"  {step / full:4.2f}x full fine-tuning")
+else:
+    print("XLA's memory analysis needs the jax backend.")
+""",
+    ),
+    (
+        "md",
+        "Reading it: quantizing shrinks the arguments (the frozen weights: "
+        "int4 holds a quarter of int8's bytes, an eighth of float32's) and "
+        "AdaLink drops the Adam state of the frozen weights; at this small "
+        "size the temporaries (activations, logits, and on a quantized "
+        "base the dequantized kernels XLA's CPU plan keeps) weigh as much, "
+        "so the int8/int4 rows save less than the arguments suggest. "
+        "At real sizes the same settings are measured in "
+        "`benchmarks/results/memory.md` (a ~1B Gemma shape and MiniLM, "
+        "with Keras LoRA beside them) and extrapolated to 7B-70B shapes in "
+        "`docs/big_models.md`, which also has the recipe for a 7B preset on "
+        "one 24 GB GPU: `keras-adalink train ... --quantize int4 --remat`. "
+        "A model adapted on a quantized base saves its adapter file, "
+        "exports a SavedModel, composes with other adapters of the same "
+        "base, and folds into its table (`fold(model, requantize=True)` "
+        "for an int8/int4 table: not exact, see the docs).",
+    ),
+]
+
 NOTEBOOKS = {
     "01_sentiment_in_ten_minutes.ipynb": SENTIMENT,
     "02_one_backbone_many_tasks.ipynb": MANY_TASKS,
     "03_multimodal_modality_router.ipynb": MULTIMODAL,
     "04_serving.ipynb": SERVING,
+    "05_big_models_on_small_devices.ipynb": BIG_MODELS,
 }
 
 

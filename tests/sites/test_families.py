@@ -29,8 +29,8 @@ from tests.fixtures.families import GENERATE_PER_MODALITY
 from tests.fixtures.families import GENERATE_UNTESTED
 from tests.fixtures.families import NEW_FAMILIES
 from tests.fixtures.families import NOT_FOLDABLE
-from tests.fixtures.families import VISION_TASKS
 from tests.fixtures.families import PROMPT
+from tests.fixtures.families import VISION_TASKS
 from tests.fixtures.families import VOCAB
 from tests.fixtures.families import M
 from tests.fixtures.families import build
