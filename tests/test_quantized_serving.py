@@ -11,12 +11,12 @@ import pytest
 
 import keras_adalink
 from keras_adalink.quantization import quantization_modes
-from tests.conftest import BACKBONES
-from tests.conftest import backbone_inputs
-from tests.conftest import randomize_adapter
-from tests.conftest import to_numpy
-from tests.test_causal_lm import CAUSAL_LMS
-from tests.test_causal_lm import _inputs as lm_inputs
+from tests.fixtures.checks import randomize_adapter
+from tests.fixtures.checks import to_numpy
+from tests.fixtures.decoders import CAUSAL_LMS
+from tests.fixtures.decoders import lm_inputs
+from tests.fixtures.encoders import BACKBONES
+from tests.fixtures.encoders import backbone_inputs
 from tests.test_compose import _check_equal
 from tests.test_compose import _task_model
 
