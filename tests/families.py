@@ -469,6 +469,9 @@ FAMILIES = {
         "PaliGemmaBackbone", "tests/test_pali_gemma.py", "decoder"
     ),
     "ViTBackbone": _elsewhere("ViTBackbone", "tests/test_vision.py", "vision"),
+    "StableDiffusion3Backbone": _elsewhere(
+        "StableDiffusion3Backbone", "tests/test_diffusion.py", "diffusion"
+    ),
 }
 
 
@@ -479,6 +482,7 @@ def build(name):
         return family.build()
     from tests import conftest
     from tests import test_causal_lm
+    from tests import test_diffusion
     from tests import test_pali_gemma
     from tests import test_seq2seq
     from tests import test_vision
@@ -493,4 +497,5 @@ def build(name):
         "T5": test_seq2seq._lm,
         "PaliGemma": test_pali_gemma._lm,
         "ViT": test_vision._vit,
+        "StableDiffusion3": lambda: test_diffusion._sd3().backbone,
     }[stem]()

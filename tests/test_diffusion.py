@@ -1,0 +1,191 @@
+"""Stable Diffusion 3: a module on the text context, one on the latent
+patches, inside its diffusion transformer; generate() through them."""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+from keras_hub.src.models.clip.clip_text_encoder import CLIPTextEncoder
+from keras_hub.src.models.vae.vae_backbone import VAEBackbone
+
+import keras_adalink
+from keras_adalink.sites import find_insertion_sites
+from tests.conftest import randomize_adapter
+from tests.conftest import randomize_router_module
+
+SEQ, VOCAB, BATCH = 8, 20, 2
+# Red, in the [-1, 1] range of the backbone's images.
+RED = np.array([1.0, -1.0, -1.0], "float32")
+
+
+def _sd3(image_size=32, vae_stages=4):
+    """A tiny SD3 text-to-image task: two CLIP towers, a 2-block MMDiT at
+    width 16, a VAE with `vae_stages` stages. The towers' dtype is given:
+    without one, KerasHub's `from_config` (a `.keras` load) makes them
+    float16 off jax-CPU, whose attention gives NaN on CPU."""
+    keras.utils.set_random_seed(0)
+    vae = VAEBackbone(
+        [32] * vae_stages, [1] * vae_stages, [32] * vae_stages, [1] * vae_stages
+    )
+    clips = [
+        CLIPTextEncoder(
+            VOCAB, 8, 8, 2, 2, 16, activation, -2, SEQ, "float32", name
+        )
+        for name, activation in (("clip_l", "quick_gelu"), ("clip_g", "gelu"))
+    ]
+    backbone = keras_hub.models.StableDiffusion3Backbone(
+        mmdit_patch_size=2,
+        mmdit_hidden_dim=16,
+        mmdit_num_layers=2,
+        mmdit_num_heads=2,
+        mmdit_position_size=16,
+        mmdit_qk_norm=None,
+        mmdit_dual_attention_indices=None,
+        vae=vae,
+        clip_l=clips[0],
+        clip_g=clips[1],
+        image_shape=(image_size, image_size, 3),
+    )
+    return keras_hub.models.StableDiffusion3TextToImage(
+        backbone=backbone, preprocessor=None
+    )
+
+
+def prompts(batch=BATCH, seed=0):
+    ids = np.random.default_rng(seed).integers(1, VOCAB, (batch, SEQ))
+    ids = {"clip_l": ids.astype("int32"), "clip_g": ids.astype("int32")}
+    return {"prompts": ids, "negative_prompts": ids}
+
+
+def graph_inputs(backbone, batch=BATCH, seed=0):
+    """Inputs of the backbone's graph: the first of two denoising steps
+    from Gaussian latents, with guidance 2. The graph reads the noise
+    levels its scheduler holds (set by `configure_scheduler`, as generate()
+    does), not its `num_steps` input; KerasHub's scheduler makes NaN levels
+    for a single step, so there are two."""
+    backbone.configure_scheduler(2)
+    rng = np.random.default_rng(seed)
+    ids = prompts(batch, seed)
+    shape = (batch, *backbone.latent_shape[1:])
+    return {
+        "images": np.zeros((batch, *backbone.image_shape), "float32"),
+        "latents": rng.normal(size=shape).astype("float32"),
+        "clip_l_token_ids": ids["prompts"]["clip_l"],
+        "clip_g_token_ids": ids["prompts"]["clip_g"],
+        "clip_l_negative_token_ids": ids["negative_prompts"]["clip_l"],
+        "clip_g_negative_token_ids": ids["negative_prompts"]["clip_g"],
+        "num_steps": np.full((batch,), 2, "int32"),
+        "guidance_scale": np.full((batch,), 2.0, "float32"),
+    }
+
+
+def generate(task, steps=2):
+    task.generate_function = None  # Adapter weights changed since.
+    return task.generate(prompts(), num_steps=steps, guidance_scale=2.0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def sd3():
+    task = _sd3()
+    return task, generate(task, steps=2)
+
+
+def test_text_and_latent_sites_identity_then_each_module(sd3, tmp_path):
+    task, frozen = sd3
+    diffuser = task.backbone.diffuser
+    for insertion in ("token_embedding", "block_input"):
+        sites = find_insertion_sites(task.backbone, insertion)
+        assert [(s.layer, s.modality) for s in sites] == [
+            (diffuser.context_embedding, "text"),
+            (diffuser.position_embedding_add, "image"),
+        ]
+    adapted = keras_adalink.adapt(task, rank=2)
+    router = adapted.backbone.adapter
+    assert router.modalities == ["text", "image"]
+    # generate() at init: the frozen model's images, bit for bit.
+    np.testing.assert_array_equal(generate(adapted, steps=2), frozen)
+    frozen_ids = {id(v) for v in task.backbone.weights}
+    trainable = adapted.backbone.trainable_weights
+    assert [v.path for v in trainable] == [
+        "adalink/adalink_down",
+        "adalink/adalink_up",
+    ]
+    assert not any(id(v) in frozen_ids for v in trainable)
+    # Each module alone moves the images; the other's site stays identity.
+    x = np.ones((1, 3, 16), "float32")
+    moved = []
+    for index, modality in enumerate(router.modalities):
+        randomize_router_module(router, index)
+        other = router.modalities[1 - index]
+        same = keras.ops.convert_to_numpy(router(x, modality=other))
+        np.testing.assert_array_equal(same, x)
+        moved.append(generate(adapted, steps=2))
+        assert not np.array_equal(moved[-1], frozen), modality
+    assert not np.array_equal(*moved)
+    # Adapter-file and `.keras` round trips (the `images` output: `latents`
+    # is a VAE encoding that samples noise).
+    x = graph_inputs(adapted.backbone)
+    want = keras.ops.convert_to_numpy(adapted.backbone(x)["images"])
+    fresh = keras_adalink.adapt(task.backbone, rank=2)
+    keras_adalink.save_adapter(adapted.backbone, tmp_path / "a.safetensors")
+    keras_adalink.load_adapter(fresh, tmp_path / "a.safetensors")
+    adapted.backbone.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    for model in (fresh, restored):
+        x = graph_inputs(model)
+        have = keras.ops.convert_to_numpy(model(x)["images"])
+        np.testing.assert_allclose(have, want, atol=1e-5)
+
+
+def test_unified_module_and_image_to_image(sd3):
+    task, _ = sd3
+    adapted = keras_adalink.adapt(task.backbone, rank=2, unified=True)
+    assert adapted.adapter.unified  # One module for both streams.
+    assert adapted.adapter.adalink_down.shape[0] == 1
+    image_task = keras_hub.models.StableDiffusion3ImageToImage(
+        backbone=task.backbone, preprocessor=None
+    )
+    images = np.random.default_rng(0).uniform(-1, 1, (BATCH, 32, 32, 3))
+    inputs = {"images": images.astype("float32"), **prompts()}
+
+    def image_to_image(model):
+        model.generate_function = None
+        return model.generate(
+            inputs, num_steps=2, strength=0.9, guidance_scale=2.0, seed=1
+        )
+
+    frozen = image_to_image(image_task)
+    adapted_task = keras_adalink.adapt(image_task, rank=2, unified=True)
+    np.testing.assert_array_equal(image_to_image(adapted_task), frozen)
+    randomize_adapter(adapted_task)
+    assert not np.array_equal(image_to_image(adapted_task), frozen)
+
+
+@pytest.mark.once  # Backend-independent beyond the generate() tests above.
+def test_training_toward_a_colour_moves_the_images(sd3):
+    """A few steps on the backbone graph's `images` output (the first of
+    two denoising steps, decoded) from generate()'s own starting noise
+    toward a red image as the frozen VAE draws it: generate() then draws
+    images closer to it for that seed."""
+    task, _ = sd3
+    adapted = keras_adalink.adapt(task, rank=4, dropout=0.0)
+    backbone = adapted.backbone
+    x = graph_inputs(backbone)
+    shape = (BATCH, *backbone.latent_shape[1:])
+    x["latents"] = keras.ops.convert_to_numpy(
+        keras.random.normal(shape, seed=1)
+    )
+    red = np.broadcast_to(RED, (BATCH, *backbone.image_shape))
+    target = backbone.decode_step(backbone.encode_image_step(red))
+    target = keras.ops.convert_to_numpy(target)
+    pixels = np.clip((target + 1) * 127.5, 0, 255)
+
+    def distance(images):
+        return np.abs(images.astype("float32") - pixels).mean()
+
+    before = distance(generate(adapted))
+    backbone.compile(keras.optimizers.Adam(0.1), loss={"images": "mse"})
+    losses = backbone.fit(x, {"images": target}, epochs=6, verbose=0)
+    losses = losses.history["loss"]
+    assert losses[-1] < 0.9 * losses[0]
+    assert distance(generate(adapted)) < 0.95 * before
