@@ -127,7 +127,8 @@ class Family:
 
     backbone: str
     build: object
-    # or "decoder", "seq2seq", "vision", "video", "audio", "two_tower", "diffusion"
+    # or "decoder", "seq2seq", "vision", "video", "audio", "two_tower",
+    # "diffusion"
     kind: str = "encoder"
     tested_in: str = "tests/test_families.py"
 
