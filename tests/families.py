@@ -470,9 +470,10 @@ FAMILIES = {
         "PaliGemmaBackbone", "tests/test_pali_gemma.py", "decoder"
     ),
     "ViTBackbone": _elsewhere("ViTBackbone", "tests/test_vision.py", "vision"),
-    "StableDiffusion3Backbone": _elsewhere(
-        "StableDiffusion3Backbone", "tests/test_diffusion.py", "diffusion"
-    ),
+    **{
+        name: _elsewhere(name, "tests/test_diffusion.py", "diffusion")
+        for name in ("StableDiffusion3Backbone", "FluxBackbone")
+    },
 }
 
 
@@ -499,4 +500,5 @@ def build(name):
         "PaliGemma": test_pali_gemma._lm,
         "ViT": test_vision._vit,
         "StableDiffusion3": lambda: test_diffusion._sd3().backbone,
+        "Flux": test_diffusion._flux,
     }[stem]()

@@ -12,6 +12,7 @@ import keras_adalink
 from keras_adalink.sites import find_insertion_sites
 from tests.conftest import randomize_adapter
 from tests.conftest import randomize_router_module
+from tests.helpers import check_round_trips
 
 SEQ, VOCAB, BATCH = 8, 20, 2
 # Red, in the [-1, 1] range of the backbone's images.
@@ -191,3 +192,60 @@ def test_training_toward_a_colour_moves_the_images(sd3, tmp_path):
         backbone=restored, preprocessor=None
     )
     np.testing.assert_array_equal(generate(new_task), after)
+
+
+def _flux():
+    """A tiny Flux backbone: one double and one single block at width 16,
+    16 latent patches of 8 channels, 8 text tokens."""
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.FluxBackbone(
+        input_channels=8,
+        hidden_size=16,
+        mlp_ratio=2.0,
+        num_heads=2,
+        depth=1,
+        depth_single_blocks=1,
+        axes_dim=[2, 2, 4],
+        theta=10000,
+        use_bias=True,
+        image_shape=(16, 8),
+        text_shape=(8, 8),
+        image_ids_shape=(16, 3),
+        text_ids_shape=(8, 3),
+        y_shape=(8,),
+    )
+
+
+def test_flux_text_and_image_modules(tmp_path):
+    """KerasHub 0.32's `FluxBackbone.encode_text_step`, `denoise_step` and
+    `decode_step` raise NotImplementedError, so `FluxTextToImage.generate()`
+    does not run even unadapted: the backbone is checked."""
+    backbone = _flux()
+    rng = np.random.default_rng(0)
+    x = {
+        name: rng.normal(size=(BATCH, *t.shape[1:])).astype("float32")
+        for name, t in backbone.input.items()
+    }
+    frozen = keras.ops.convert_to_numpy(backbone(x))
+    sites = find_insertion_sites(backbone, "token_embedding")
+    assert [(s.layer, s.modality) for s in sites] == [
+        (backbone.text_input_embedder, "text"),
+        (backbone.image_input_embedder, "image"),
+    ]
+    adapted = keras_adalink.adapt(backbone, rank=2)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(adapted(x)), frozen
+    )
+    assert [v.path for v in adapted.trainable_weights] == [
+        "adalink/adalink_down",
+        "adalink/adalink_up",
+    ]
+    assert not backbone.trainable_weights
+    moved = []
+    for index in range(2):
+        randomize_router_module(adapted.adapter, index)
+        moved.append(keras.ops.convert_to_numpy(adapted(x)))
+        assert not np.allclose(moved[-1], frozen, atol=1e-4)
+    assert not np.allclose(*moved, atol=1e-4)
+    fresh = keras_adalink.adapt(backbone, rank=2)
+    check_round_trips(adapted, fresh, x, tmp_path)

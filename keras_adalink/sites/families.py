@@ -167,6 +167,16 @@ def _context_and_latents(backbone):
     ]
 
 
+def _text_and_image_tokens(backbone):
+    # Flux: the text tokens (`text_input_embedder`) and the packed latent
+    # patches (`image_input_embedder`) enter the first double block side
+    # by side; rotary positions act inside the blocks.
+    return [
+        after_layer(backbone.text_input_embedder, "text"),
+        after_layer(backbone.image_input_embedder, "image"),
+    ]
+
+
 _SD3_TASK_CALLS = (
     "latent_shape",
     "clip_hidden_dim",
@@ -224,6 +234,12 @@ FAMILIES = {
         _context_and_latents,
         _context_and_latents,
         task_calls=_SD3_TASK_CALLS,
+    ),
+    "FluxBackbone": Family(
+        "two sites before the first double block: text tokens and latent "
+        "patch tokens, each after its input projection",
+        _text_and_image_tokens,
+        _text_and_image_tokens,
     ),
     # KerasCV (the `cv` extra).
     "CLIP": Family(
@@ -283,12 +299,6 @@ FAMILIES = {
     **dict.fromkeys(
         ["BASNetBackbone", "DeepLabV3Backbone", "RetinaNetBackbone"],
         _CONVOLUTIONAL_HEAD,
-    ),
-    "FluxBackbone": Family(
-        "a diffusion transformer whose text and image streams are made "
-        "inside `FluxBackbone`'s own graph; sites before its first double "
-        "block are not built and tested yet",
-        refused=True,
     ),
     "SAMBackbone": Family(
         "segment-anything: a ViT image encoder, a prompt encoder and a "
