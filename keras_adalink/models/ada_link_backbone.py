@@ -10,8 +10,13 @@ from keras_adalink.models.adapted_call import AdaptedCall
 from keras_adalink.models.adapted_call import Routing
 from keras_adalink.models.adapted_call import site_calls
 from keras_adalink.models.walk import first_nested
+from keras_adalink.models.nested import AdaptedModel
+from keras_adalink.models.nested import bind_task_calls
+from keras_adalink.models.nested import expanding
+from keras_adalink.models.nested import site_holders
 from keras_adalink.sites import default_insertion
 from keras_adalink.sites import find_insertion_sites
+from keras_adalink.sites import lookup
 from keras_adalink.validation import check_inputs
 
 
@@ -69,7 +74,8 @@ def site_widths(backbone, inputs, sites):
             return layer(*args, **kwargs)
         return site.apply(layer, args, kwargs, record)
 
-    graph.replay(backbone, inputs, call_function)
+    holders = site_holders(backbone, sites)
+    graph.replay(backbone, inputs, expanding(call_function, holders))
     return widths
 
 
@@ -203,7 +209,10 @@ class AdaLinkBackbone(Backbone):
                 return towers[i](*args, **kwargs)
             return sites[i].apply(graph_layer, args, kwargs, calls[i][0])
 
-        outputs = graph.replay(backbone, graph_inputs, call_function)
+        holders = site_holders(backbone, sites)
+        outputs = graph.replay(
+            backbone, graph_inputs, expanding(call_function, holders)
+        )
         if pending:
             names = [sites[i].layer.name for i in sorted(pending)]
             raise ValueError(
@@ -218,13 +227,14 @@ class AdaLinkBackbone(Backbone):
         self.adapter = adapter
         self.insertion = insertion
         self._routing = routing
-        self._forward_attributes(
-            backbone,
-            [
-                AdaptedCall(site, direct, type(adapter).__name__)
-                for site, (_, direct) in zip(sites, calls)
-            ],
-        )
+        adapted_calls = [
+            AdaptedCall(site, direct, type(adapter).__name__)
+            for site, (_, direct) in zip(sites, calls)
+        ]
+        holders = [AdaptedModel(m, adapted_calls) for m in holders.values()]
+        self._forward_attributes(backbone, adapted_calls + holders)
+        entry = lookup(type(backbone))
+        bind_task_calls(self, backbone, entry.task_calls if entry else ())
 
     @contextlib.contextmanager
     def routing(self, task_id):
@@ -246,8 +256,9 @@ class AdaLinkBackbone(Backbone):
         Tasks read hyperparameters (`hidden_dim`, `cls_token_index`) and,
         in `CausalLM.call_with_cache` (what `generate()` runs), call layers
         directly: `token_embedding`, `transformer_layers`, `layer_norm`.
-        Layers at insertion sites are exposed as their `AdaptedCall`, so
-        that direct path gets the adapter exactly like the graph does.
+        Layers at insertion sites are exposed as their `AdaptedCall` (a
+        sub-model holding sites as its `AdaptedModel`), so that direct path
+        gets the adapter exactly like the graph does.
         """
         by_layer = {id(c.layer): c for c in adapted_calls}
 

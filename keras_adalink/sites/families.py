@@ -37,6 +37,8 @@ class Family:
         subclasses: bool. Whether subclasses inherit the entry. Defaults to
             `True`; `False` for a base class that is refused while some of
             its subclasses adapt.
+        task_calls: names of backbone methods and properties its tasks
+            call (`denoise_step`), given to the adapted backbone.
     """
 
     why: str = ""
@@ -46,6 +48,7 @@ class Family:
     text_only: bool = False
     layout: Callable | None = None
     subclasses: bool = True
+    task_calls: tuple = ()
 
     @property
     def has_sites(self):
@@ -151,11 +154,40 @@ _CONVOLUTIONAL_HEAD = Family(
     "no token sequence enters a stack of transformer blocks",
     refused=True,
 )
-_DIFFUSION = Family(
-    "a diffusion transformer whose joint blocks take text-context tokens "
-    "and image-latent patch tokens side by side; a site per stream before "
-    "the first joint block is not built and tested yet",
-    refused=True,
+
+
+def _context_and_latents(backbone):
+    # SD3: the diffusion transformer (`diffuser`, a functional MMDiT that
+    # the backbone graph calls as one layer, replayed inline) embeds the
+    # text context (`context_embedding`) and the latent patches (with
+    # positions, `position_embedding_add`) before its first joint block.
+    diffuser = backbone.diffuser
+    return [
+        after_layer(diffuser.context_embedding, "text"),
+        after_layer(diffuser.position_embedding_add, "image"),
+    ]
+
+
+def _text_and_image_tokens(backbone):
+    # Flux: the text tokens (`text_input_embedder`) and the packed latent
+    # patches (`image_input_embedder`) enter the first double block side
+    # by side; rotary positions act inside the blocks.
+    return [
+        after_layer(backbone.text_input_embedder, "text"),
+        after_layer(backbone.image_input_embedder, "image"),
+    ]
+
+
+_SD3_TASK_CALLS = (
+    "latent_shape",
+    "clip_hidden_dim",
+    "t5_hidden_dim",
+    "encode_text_step",
+    "encode_image_step",
+    "configure_scheduler",
+    "add_noise_step",
+    "denoise_step",
+    "decode_step",
 )
 _BERT_LAYOUT = Family(layout=layouts.bert_family)
 _TWO_TOWER_LAYOUT = Family(layout=layouts.two_tower)
@@ -221,6 +253,21 @@ FAMILIES = {
         token_embedding_sites,  # Refuses: no `token_ids`.
         encoder_heads.detection_encoder,
     ),
+    "StableDiffusion3Backbone": Family(
+        "two sites inside its diffusion transformer, before the first joint "
+        "block: text-context tokens and latent patch tokens; its tasks call "
+        "the transformer once per denoising step through backbone methods, "
+        "which the adapted backbone carries",
+        _context_and_latents,
+        _context_and_latents,
+        task_calls=_SD3_TASK_CALLS,
+    ),
+    "FluxBackbone": Family(
+        "two sites before the first double block: text tokens and latent "
+        "patch tokens, each after its input projection",
+        _text_and_image_tokens,
+        _text_and_image_tokens,
+    ),
     # KerasCV (the `cv` extra).
     "CLIP": Family(
         "KerasCV's CLIP: its towers are subclassed layers, each replayed "
@@ -280,8 +327,6 @@ FAMILIES = {
         ["BASNetBackbone", "DeepLabV3Backbone", "RetinaNetBackbone"],
         _CONVOLUTIONAL_HEAD,
     ),
-    "StableDiffusion3Backbone": _DIFFUSION,
-    "FluxBackbone": _DIFFUSION,
     "SAM3PromptableConceptBackbone": Family(
         "a model whose vision (`SAM3VisionEncoder`) and text "
         "(`SAM3TextEncoder`) encoders are subclassed layers that embed "
