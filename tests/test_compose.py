@@ -11,6 +11,8 @@ import keras_adalink
 from keras_adalink.heads import mean_pooled_classifier
 from keras_adalink.models import find_adalink_backbone
 from tests.fixtures.checks import to_numpy
+from tests.fixtures.composed import check_equal as _check_equal
+from tests.fixtures.composed import task_model as _task_model
 from tests.fixtures.encoders import BACKBONES
 from tests.fixtures.encoders import backbone_inputs
 
@@ -19,33 +21,6 @@ from tests.fixtures.encoders import backbone_inputs
 def backbone():
     keras.utils.set_random_seed(0)
     return BACKBONES["bert"]()
-
-
-def _task_model(backbone, rank, width, seed, **kwargs):
-    """A single-task classifier with nonzero adapter and head weights."""
-    model = mean_pooled_classifier(
-        keras_adalink.adapt(backbone, rank=rank, **kwargs), width
-    )
-    rng = np.random.default_rng(seed)
-    for v in model.trainable_weights:
-        v.assign(rng.normal(0, 0.5, v.shape).astype("float32"))
-    return model
-
-
-def _check_equal(multi, singles, x, task_id):
-    """Each example of the mixed batch gets exactly its own model's output."""
-    out = to_numpy(multi.predict({**x, "task_id": task_id}, verbose=0))
-    for k, single in enumerate(singles):
-        rows = np.flatnonzero(task_id == k)
-        if not len(rows):
-            continue
-        expected = to_numpy(single.predict(x, verbose=0))[rows]
-        width = expected.shape[-1]
-        np.testing.assert_array_equal(out["num_outputs"][rows], width)
-        np.testing.assert_allclose(
-            out["outputs"][rows, :width], expected, rtol=1e-5, atol=1e-5
-        )
-        np.testing.assert_array_equal(out["outputs"][rows, width:], 0)
 
 
 @pytest.mark.parametrize("seed", range(3))

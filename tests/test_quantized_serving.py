@@ -13,12 +13,12 @@ import keras_adalink
 from keras_adalink.quantization import quantization_modes
 from tests.fixtures.checks import randomize_adapter
 from tests.fixtures.checks import to_numpy
+from tests.fixtures.composed import check_equal as _check_equal
+from tests.fixtures.composed import task_model as _task_model
 from tests.fixtures.decoders import CAUSAL_LMS
 from tests.fixtures.decoders import lm_inputs
 from tests.fixtures.encoders import BACKBONES
 from tests.fixtures.encoders import backbone_inputs
-from tests.test_compose import _check_equal
-from tests.test_compose import _task_model
 
 # One tiny BERT quantized with every data-free mode Keras offers (Keras
 # quantizes layer by layer): the token table and block 0 int4, block 1

@@ -9,11 +9,11 @@ from keras_adalink.layers import TaskRouter
 from keras_adalink.models.adapted_call import AdaptedCall
 from keras_adalink.models.adapted_call import Routing
 from keras_adalink.models.adapted_call import site_calls
-from keras_adalink.models.walk import first_nested
 from keras_adalink.models.nested import AdaptedModel
 from keras_adalink.models.nested import bind_task_calls
 from keras_adalink.models.nested import expanding
 from keras_adalink.models.nested import site_holders
+from keras_adalink.models.walk import first_nested
 from keras_adalink.sites import default_insertion
 from keras_adalink.sites import find_insertion_sites
 from keras_adalink.sites import lookup
