@@ -26,7 +26,9 @@ import keras_hub  # noqa: E402
 import keras_adalink  # noqa: E402
 from keras_adalink import sites  # noqa: E402
 from keras_adalink.distribution import layout_source  # noqa: E402
+from keras_adalink.export_peft import NO_TWIN  # noqa: E402
 from keras_adalink.export_peft import hf_twin  # noqa: E402
+from keras_adalink.export_peft import no_twin_reason  # noqa: E402
 from keras_adalink.sites.layouts import PARTIAL  # noqa: E402
 from tests.fixtures import families  # noqa: E402
 from tests.test_quantization import tested_modes  # noqa: E402
@@ -70,8 +72,9 @@ block of the stack. Each claim below is a test:
   float8 are tested on BERT (`tests/test_quantized_serving.py`);
 - **export**: a TF-Serving SavedModel serves the same outputs;
 - **PEFT export**: `export_peft`'s table (`keras_adalink/export_peft.py`):
-  the HF module the embedding LoRA targets, and the HF class; PEFT's
-  outputs equal the adapted model's (`tests/test_export_peft.py`).
+  the HF modules the embedding LoRA targets, and the HF class; PEFT's
+  outputs equal the adapted model's (`tests/test_export_peft.py`);
+  families whose HF model differs are refused with the reason (below).
 """
 
 
@@ -155,7 +158,10 @@ def _layout(model):
 
 def _peft(backbone):
     twin = hf_twin(type(backbone))
-    return "—" if twin is None else f"`{twin.module}` ({twin.hf_class})"
+    if twin is not None:
+        modules = " and ".join(f"`{module}`" for module in twin.modules)
+        return f"{modules} ({twin.hf_class})"
+    return "refused (below)" if no_twin_reason(type(backbone)) else "—"
 
 
 def _generate(name, family):
@@ -296,6 +302,18 @@ def render():
         f"| `{name}` | {entry.why} |"
         for name, entry in _entries(lambda e: e.refused)
     ]
+    lines += [
+        "",
+        "## PEFT export refused",
+        "",
+        "KerasHub converts HF checkpoints to these, but the HF model is no "
+        "exact twin of the adapted Keras one (`NO_TWIN` in "
+        "`keras_adalink/export_peft.py`), so `export_peft` refuses them:",
+        "",
+        "| backbone | why |",
+        "|---|---|",
+    ]
+    lines += [f"| `{name}` | {why} |" for name, why in sorted(NO_TWIN.items())]
     lines += [
         "",
         "## KerasCV",

@@ -40,12 +40,20 @@ class HFTwin:
         hf_class: str. The transformers auto class the folder targets.
         task_type: str. PEFT's `task_type` for that class.
         why: str. Why the export is exact for this family, one line.
+        also: tuple of str. Further modules of `hf_class` that look the
+            same table up and get the same LoRA (BART's decoder). Defaults
+            to `()`.
     """
 
     module: str
     hf_class: str
     task_type: str
     why: str
+    also: tuple[str, ...] = ()
+
+    @property
+    def modules(self):
+        return (self.module, *self.also)
 
 
 def _decoder(why):
@@ -81,7 +89,7 @@ _SCALED = (
 # tests/test_export_peft.py; multimodal ones (Gemma3, PaliGemma: image tokens
 # join the text after the lookup) are left out, and so are families
 # KerasHub cannot convert from an HF checkpoint (OPT, GPT-NeoX, Falcon,
-# Bloom, Phi-3, ...: no HF twin to check against).
+# Bloom, Phi-3, ...: no HF twin to check against) and those in `NO_TWIN`.
 TWINS = {
     "BertBackbone": _encoder(
         "word_embeddings is the plain lookup; positions, segments and the "
@@ -129,15 +137,83 @@ TWINS = {
     "QwenMoeBackbone": _decoder(_MOE),
     "Qwen3MoeBackbone": _decoder(_MOE),
     "GemmaBackbone": _decoder(_SCALED),
+    "Gemma4Backbone": _decoder(
+        _SCALED + "; the per-layer inputs project that scaled sum in both "
+        "(their own per-layer table, embed_tokens_per_layer, is not "
+        "adapted in either)"
+    ),
+    "Qwen3_5Backbone": _decoder(
+        _PLAIN_DECODER + "; text-only (adapt() refuses its vision encoder); "
+        "HF's AutoModelForCausalLM reads the checkpoint's "
+        "model.language_model weights into model"
+    ),
+    "Qwen3_5MoeBackbone": _decoder(_MOE + "; text-only, as Qwen3.5"),
+    "BartBackbone": HFTwin(
+        "model.encoder.embed_tokens",
+        "AutoModelForSeq2SeqLM",
+        "SEQ_2_SEQ_LM",
+        "one table for both stacks (HF's shared, looked up by the "
+        "encoder's and the decoder's embed_tokens; KerasHub's "
+        "token_embedding, adapted at both lookups): both modules get the "
+        "LoRA; positions and the LayerNorm follow the lookup, and the tied "
+        "LM head uses the original table, in both (BART checkpoints leave "
+        "scale_embedding off)",
+        also=("model.decoder.embed_tokens",),
+    ),
 }
+
+# Families KerasHub converts from HF checkpoints, but whose HF model
+# computes something else than the Keras one even unadapted, or which
+# have no HF twin: the reason export_peft refuses them, one line each.
+NO_TWIN = {
+    "ESMBackbone": (
+        "HF's EsmEmbeddings multiplies the looked-up embeddings by "
+        "0.88 / (1 - the share of mask tokens) when the config sets "
+        "token_dropout, as the Hub's ESM-2 checkpoints do, and KerasHub's "
+        "ESMBackbone does not: the base models already differ (by ~8e-2 "
+        "in hidden states on a tiny model)"
+    ),
+    "GptOssBackbone": (
+        "KerasHub's GptOssBackbone ignores the checkpoint's layer_types: it "
+        "puts the sliding window on the odd layers where HF (and the Hub "
+        "configs) put it on the even ones, and its window spans "
+        "sliding_window + 1 keys where HF's spans sliding_window; past "
+        "sliding_window tokens (128 in the Hub checkpoints) the base models "
+        "differ (by 2 to 6 in logits on a tiny model)"
+    ),
+    "T5GemmaBackbone": (
+        "KerasHub's T5Gemma encoder ignores sliding_window, where HF's "
+        "sliding layers let a token see only those at most sliding_window "
+        "away, and its decoder's window spans one key more than HF's: past "
+        "sliding_window tokens (4096 in the Hub checkpoints) the base "
+        "models differ (by ~1 in encoder outputs on a tiny model with a "
+        "window of 4)"
+    ),
+    "T5Gemma2Backbone": (
+        "transformers' T5Gemma2 always carries a vision tower, which "
+        "KerasHub's converter turns into a vision encoder that adapt() "
+        "refuses; a text-only T5Gemma2Backbone has no HF twin (HF's "
+        "embedding also replaces the end-of-image token's row with a "
+        "learned vector that the text-only backbone lacks)"
+    ),
+}
+
+
+def _lookup(table, backbone_class):
+    for klass in backbone_class.__mro__:
+        if klass.__name__ in table:
+            return table[klass.__name__]
+    return None
 
 
 def hf_twin(backbone_class):
     """The `HFTwin` of a KerasHub backbone class, or `None`."""
-    for klass in backbone_class.__mro__:
-        if klass.__name__ in TWINS:
-            return TWINS[klass.__name__]
-    return None
+    return _lookup(TWINS, backbone_class)
+
+
+def no_twin_reason(backbone_class):
+    """Why a converted family has no exact HF twin (`NO_TWIN`), or `None`."""
+    return _lookup(NO_TWIN, backbone_class)
 
 
 def _refuse(reason):
@@ -150,7 +226,13 @@ def _check(model, adalink_backbone):
     twin = hf_twin(type(base))
     if twin is None:
         converter = hf_converter_exists(type(base))
-        if converter is None:
+        reason = no_twin_reason(type(base))
+        if reason:
+            why = (
+                "KerasHub converts HF checkpoints to it, but the HF model "
+                f"is no exact twin: {reason}"
+            )
+        elif converter is None:
             why = "no HF twin of it has been checked"
         elif converter:
             why = (
@@ -237,14 +319,17 @@ def _folder_names(adapter):
     return slots
 
 
-def _lora_tensors(table, down, up, scale, module):
+def _lora_tensors(table, down, up, scale, modules):
     down = keras.ops.convert_to_numpy(down).astype("float32")
     up = keras.ops.convert_to_numpy(up).astype("float32")
-    prefix = f"base_model.model.{module}"
-    return {
-        f"{prefix}.lora_embedding_A": np.ascontiguousarray((table @ down).T),
-        f"{prefix}.lora_embedding_B": np.ascontiguousarray(scale * up.T),
-    }
+    lora_a = np.ascontiguousarray((table @ down).T)
+    lora_b = np.ascontiguousarray(scale * up.T)
+    tensors = {}
+    for module in modules:  # The same LoRA at each lookup of the table.
+        prefix = f"base_model.model.{module}"
+        tensors[f"{prefix}.lora_embedding_A"] = lora_a
+        tensors[f"{prefix}.lora_embedding_B"] = lora_b
+    return tensors
 
 
 def _config(twin, rank, base_model):
@@ -284,7 +369,9 @@ def export_peft(model, path, base_model: str | None = None) -> list[str]:
     the HF checkpoint the KerasHub backbone was converted from: load it
     with `peft.PeftModel.from_pretrained(hf_model, path)`. Decoders target
     `AutoModelForCausalLM` (tensor names under `model.embed_tokens`, GPT-2
-    `transformer.wte`), encoders `AutoModel` (`embeddings.word_embeddings`).
+    `transformer.wte`), encoders `AutoModel` (`embeddings.word_embeddings`),
+    BART `AutoModelForSeq2SeqLM` (the encoder's and the decoder's
+    `embed_tokens`, which look its one table up).
     A `TaskRouter` writes one sub-folder per task, named by its
     `task_names` (else `task_0`, `task_1`, ...), loadable side by side and
     mixed per row with PEFT's `adapter_names=`.
@@ -292,7 +379,8 @@ def export_peft(model, path, base_model: str | None = None) -> list[str]:
     Everything is checked before anything is written, and the folder
     appears complete or not at all: a nonlinear adapter, one not right
     after the token lookup (`insertion="block_input"`), a `ModalityRouter`,
-    a quantized backbone, a trained head, a family outside `TWINS`, or a
+    a quantized backbone, a trained head, a family outside `TWINS` (those
+    in `NO_TWIN` with the reason their HF model differs), or a
     local `base_model` folder whose input embedding is not the adapted
     model's table (another checkpoint) raise `ValueError` with the reason.
 
@@ -335,7 +423,9 @@ def export_peft(model, path, base_model: str | None = None) -> list[str]:
     try:
         for index, name in names:
             down, up = module_weights(adapter, index)
-            tensors = _lora_tensors(table, down, up, adapter.scale, twin.module)
+            tensors = _lora_tensors(
+                table, down, up, adapter.scale, twin.modules
+            )
             record = {
                 "keras_adalink_version": __version__,
                 "backbone": type(adalink_backbone.backbone).__name__,
