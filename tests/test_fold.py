@@ -10,6 +10,7 @@ from tests.fixtures.checks import randomize_adapter
 from tests.fixtures.checks import to_numpy
 from tests.fixtures.decoders import CAUSAL_LMS
 from tests.fixtures.decoders import lm_inputs
+from tests.fixtures.decoders import tied_llama_lm
 from tests.fixtures.encoders import BACKBONES
 from tests.fixtures.encoders import backbone_inputs
 
@@ -64,16 +65,8 @@ def test_fold_causal_lm_logits(lm_name):
 
 
 def test_tied_lm_is_untied_when_config_allows():
-    backbone = keras_hub.models.LlamaBackbone(
-        vocabulary_size=40,
-        num_layers=1,
-        num_query_heads=2,
-        num_key_value_heads=1,
-        hidden_dim=16,
-        intermediate_dim=32,
-        tie_word_embeddings=True,
-    )
-    lm = keras_hub.models.LlamaCausalLM(backbone, preprocessor=None)
+    lm = tied_llama_lm()
+    backbone = lm.backbone
     adapted = keras_adalink.adapt(lm, rank=2, dropout=0.0)
     randomize_adapter(adapted, scale=0.3)
     folded = keras_adalink.fold(adapted)

@@ -17,6 +17,7 @@ from tests.fixtures.composed import check_equal as _check_equal
 from tests.fixtures.composed import task_model as _task_model
 from tests.fixtures.decoders import CAUSAL_LMS
 from tests.fixtures.decoders import lm_inputs
+from tests.fixtures.decoders import tied_llama_lm
 from tests.fixtures.encoders import BACKBONES
 from tests.fixtures.encoders import backbone_inputs
 
@@ -105,16 +106,8 @@ def test_fold_unties_a_quantized_tied_lm_through_its_config():
     """A tied int8 Llama: the folded LM gets its own output table, Keras'
     quantization of the original table, which reproduces the original's
     int8 values and scales; logits stay close to the adapted LM's."""
-    backbone = keras_hub.models.LlamaBackbone(
-        vocabulary_size=40,
-        num_layers=1,
-        num_query_heads=2,
-        num_key_value_heads=1,
-        hidden_dim=16,
-        intermediate_dim=32,
-        tie_word_embeddings=True,
-    )
-    lm = keras_hub.models.LlamaCausalLM(backbone, preprocessor=None)
+    lm = tied_llama_lm()
+    backbone = lm.backbone
     adapted = keras_adalink.adapt(lm, rank=2, dropout=0.0, quantize="int8")
     randomize_adapter(adapted, scale=0.3)
     folded = keras_adalink.fold(adapted, requantize=True)
