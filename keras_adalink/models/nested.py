@@ -63,12 +63,15 @@ class AdaptedModel:
     step) calls `self.diffuser(inputs, training=False)`; on the adapted
     backbone `diffuser` is this object, which replays the sub-model's graph
     with each site's adapter, as the adapted graph does. Everything else is
-    read from the wrapped model.
+    read from the wrapped model; its layers at sites (BLIP-2's
+    `language_model.embeddings_layer`, which its task's cached decoding
+    calls) as their `AdaptedCall`.
     """
 
     def __init__(self, model, adapted_calls):
         self.layer = model
         by_layer = {id(c.layer): c for c in adapted_calls}
+        self.adapted_layers = by_layer
 
         def call(layer, *args, **kwargs):
             adapted = by_layer.get(id(layer))
@@ -80,9 +83,10 @@ class AdaptedModel:
         return graph.replay(self.layer, _fed(self.layer, inputs), self._call)
 
     def __getattr__(self, name):
-        if name == "layer":
+        if name in ("layer", "adapted_layers"):
             raise AttributeError(name)
-        return getattr(self.layer, name)
+        value = getattr(self.layer, name)
+        return self.adapted_layers.get(id(value), value)
 
 
 def bind_task_calls(adapted, backbone, names):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from keras_adalink.sites import encoder_heads
 from keras_adalink.sites import keras_cv
 from keras_adalink.sites import layouts
+from keras_adalink.sites import query_tokens
 from keras_adalink.sites.rule import block_input_sites
 from keras_adalink.sites.rule import token_embedding_sites
 from keras_adalink.sites.site import after_layer
@@ -268,6 +269,16 @@ FAMILIES = {
         _text_and_image_tokens,
         _text_and_image_tokens,
     ),
+    "BLIP2Backbone": Family(
+        "two sites inside its language model: the Q-Former's query tokens "
+        "after their projection to the LM width, and the text tokens after "
+        "the lookup, each before its positions add; its CausalLM's "
+        "generate() calls both layers directly, which the adapted "
+        "backbone's `language_model` carries with the sites applied",
+        query_tokens.image_and_text,
+        query_tokens.image_and_text,
+        task_calls=("num_query_tokens", "qformer_hidden_dim"),
+    ),
     # KerasCV (the `cv` extra).
     "CLIP": Family(
         "KerasCV's CLIP: its towers are subclassed layers, each replayed "
@@ -336,13 +347,6 @@ FAMILIES = {
         "KerasCV's CLIP); sites on the encoders' outputs where they enter "
         "the DETR encoder, as PaliGemma's, would fit but are not built and "
         "tested yet",
-        refused=True,
-    ),
-    "BLIP2Backbone": Family(
-        "a vision encoder, a Q-Former and a language model, three nested "
-        "models whose image tokens reach the LM width only inside the "
-        "language model's graph, and whose generate() rebuilds that path "
-        "from attributes; its per-modality sites are not mapped yet",
         refused=True,
     ),
     "Gemma3nBackbone": Family(
