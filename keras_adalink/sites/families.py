@@ -272,9 +272,13 @@ FAMILIES = {
     "BLIP2Backbone": Family(
         "two sites inside its language model: the Q-Former's query tokens "
         "after their projection to the LM width, and the text tokens after "
-        "the lookup, each before its positions add; its CausalLM's "
-        "generate() calls both layers directly, which the adapted "
-        "backbone's `language_model` carries with the sites applied",
+        "the lookup, each before its positions add (at either insertion: "
+        "the first block reads both streams as one sequence); its "
+        "CausalLM's generate() calls both layers directly, which the "
+        "adapted backbone's `language_model` carries with the sites "
+        "applied. Built with Flan-T5 (`BLIP2FlanT5`) it is refused: its "
+        "Seq2SeqLM's generate() runs both stacks through the language "
+        "model's own methods, around the graph, over one shared table",
         query_tokens.image_and_text,
         query_tokens.image_and_text,
         task_calls=("num_query_tokens", "qformer_hidden_dim"),
