@@ -20,6 +20,7 @@ from tests.fixtures.blip2 import QUERIES
 from tests.fixtures.blip2 import M
 from tests.fixtures.blip2 import blip2_inputs
 from tests.fixtures.blip2 import blip2_lm
+from tests.fixtures.blip2 import text_only_blip2_lm
 from tests.fixtures.checks import check_round_trips
 from tests.fixtures.checks import randomize_adapter
 from tests.fixtures.checks import randomize_router_module
@@ -126,6 +127,25 @@ def test_mixed_task_generate_follows_teacher_forcing(lm):
     assert not np.array_equal(
         np.argmax(other[:, PROMPT - 1 : -1], -1), full["token_ids"][:, PROMPT:]
     )
+
+
+def test_text_only_mode_has_the_text_site_alone():
+    """Built without a vision encoder, BLIP-2's LM reads text alone: one
+    site, one AdaLink, identity at init, then it acts. (Its generate() is
+    not compared with teacher forcing: KerasHub 0.32's text-only
+    `call_with_cache` gives every prompt token one position, so even the
+    frozen model's greedy tokens differ from its own forward pass.)"""
+    lm = text_only_blip2_lm()
+    x = blip2_inputs()
+    del x["images"]
+    (site,) = find_insertion_sites(lm.backbone, "token_embedding")
+    assert site.layer is lm.backbone.language_model.embeddings_layer
+    before = to_numpy(lm(x))
+    adapted = keras_adalink.adapt(lm, rank=2, dropout=0.0)
+    assert isinstance(adapted.backbone.adapter, keras_adalink.AdaLink)
+    np.testing.assert_allclose(to_numpy(adapted(x)), before, atol=1e-5)
+    randomize_adapter(adapted)
+    assert not np.allclose(to_numpy(adapted(x)), before, atol=1e-4)
 
 
 @pytest.mark.once
