@@ -16,6 +16,7 @@ from tests.fixtures.checks import randomize_adapter
 from tests.fixtures.checks import randomize_router_module
 from tests.fixtures.checks import to_numpy
 from tests.fixtures.gemma3n import VOCAB
+from tests.fixtures.gemma3n import M
 from tests.fixtures.gemma3n import gemma3n_lm
 from tests.fixtures.gemma3n import gemma3n_with_image_and_audio
 
@@ -141,6 +142,39 @@ def test_image_audio_and_text_modules(multimodal, tmp_path):
     np.testing.assert_allclose(
         to_numpy(multi({**x, "task_id": np.array([1])})), before, atol=1e-5
     )
+
+
+def test_image_audio_generate_follows_teacher_forcing(multimodal):
+    """`Gemma3nCausalLM` with images and audio, its three modules nonzero:
+    greedy generate() (the cached path, which calls the processor itself)
+    picks the training path's argmax at every step, which the frozen
+    model's differs from."""
+    backbone, x = multimodal
+    frozen = M.Gemma3nCausalLM(backbone=backbone, preprocessor=None)
+    lm = keras_adalink.adapt(frozen, rank=2, dropout=0.0)
+    assert lm.backbone.adapter.modalities == ["image", "audio", "text"]
+    randomize_adapter(lm, scale=1.0)
+    lm.compile(sampler="greedy")
+    start = 12  # Text at 11, after the image and audio tokens.
+    mask = (np.arange(16) < start).astype("int32")[None]
+    prompt = {**x, "token_ids": x["token_ids"] * mask, "padding_mask": mask}
+    tokens = np.asarray(lm.generate(prompt, stop_token_ids=None)["token_ids"])
+    # The task's own inputs (the preprocessor's; the backbone reads none).
+    full = {
+        **x,
+        "token_ids": tokens,
+        "padding_mask": np.ones_like(tokens),
+        "vision_indices": np.zeros((1, 4), "int32"),
+        "vision_mask": np.zeros((1, 16), bool),
+        "audio_indices": np.zeros((1, 4), "int32"),
+        "audio_mask": np.zeros((1, 16), bool),
+    }
+    chosen = [
+        np.argmax(to_numpy(m(full))[:, start - 1 : -1], -1)
+        for m in (lm, frozen)
+    ]
+    np.testing.assert_array_equal(tokens[:, start:], chosen[0])
+    assert not np.array_equal(tokens[:, start:], chosen[1])
 
 
 def test_router_missing_a_stream_is_refused(multimodal):
