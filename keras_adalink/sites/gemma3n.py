@@ -87,7 +87,9 @@ class PerLayerInputs(keras.layers.Layer):
     projected with the merged embeddings through the language model's own
     methods (its weights). A layer, so the functional graph gets its output
     shape from `compute_output_spec`, as the processor does: those methods
-    do not run on symbolic tensors. Holds no weights.
+    do not run on symbolic tensors. Holds no weights, and is not
+    registered for saving: it lives only in the adapted graph, which
+    `AdaLinkBackbone.from_config` builds again.
     """
 
     def __init__(self, language_model, **kwargs):
