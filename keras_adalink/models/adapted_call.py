@@ -1,5 +1,7 @@
 """The adapter as seen by code that calls backbone layers directly."""
 
+from keras import ops
+
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
 
@@ -18,6 +20,8 @@ def site_calls(adapter, site, graph_inputs, routing):
     the adapter needs ids such callers cannot give (per-token
     `modality_ids`, `modality_lengths` positions).
     """
+    if site.streams:
+        return _stream_calls(adapter, site, graph_inputs, routing)
     if isinstance(adapter, TaskRouter):
 
         def direct(x):
@@ -47,6 +51,30 @@ def site_calls(adapter, site, graph_inputs, routing):
         call = lambda x: adapter(x, modality=site.modality)  # noqa: E731
         return call, call
     return adapter, adapter
+
+
+def _stream_calls(adapter, site, graph_inputs, routing):
+    """`site_calls` of a site whose tokens carry their streams' ids:
+    `call(x, ids)`, `ids` indexing into `site.streams`. A ModalityRouter
+    routes each token to its stream's module; other adapters ignore ids."""
+    if isinstance(adapter, ModalityRouter):
+        missing = [m for m in site.streams if m not in adapter.modalities]
+        if missing:
+            raise ValueError(
+                f"This insertion point feeds {list(site.streams)} tokens, but "
+                f"the ModalityRouter's modalities are {adapter.modalities}."
+            )
+        table = [adapter.modalities.index(m) for m in site.streams]
+
+        def routed(x, ids):
+            index = ops.take(ops.convert_to_tensor(table, "int32"), ids)
+            return adapter(x, modality_ids=index)
+
+        return routed, routed
+    graph, direct = site_calls(
+        adapter, site.replace(streams=()), graph_inputs, routing
+    )
+    return (lambda x, ids: graph(x)), (lambda x, ids: direct(x))
 
 
 class AdaptedCall:

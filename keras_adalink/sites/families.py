@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable
 
 from keras_adalink.sites import encoder_heads
+from keras_adalink.sites import gemma3n
 from keras_adalink.sites import keras_cv
 from keras_adalink.sites import layouts
 from keras_adalink.sites.rule import block_input_sites
@@ -211,6 +212,15 @@ FAMILIES = {
         "into the text after the token lookup",
         **_IMAGE_AND_TEXT,
     ),
+    "Gemma3nBackbone": Family(
+        "its text, image and audio embeddings are made and merged inside "
+        "one layer's call (the embedding processor), one stream per "
+        "position: that call is the site, each token adapted by its "
+        "modality's module (routed by its id, as the merge chooses), the "
+        "per-layer inputs projected from the adapted embeddings",
+        gemma3n.embedding_streams,
+        gemma3n.embedding_streams,
+    ),
     "WhisperBackbone": _AUDIO_AND_TEXT,
     "MoonshineBackbone": _AUDIO_AND_TEXT,
     "VideoPrismBackbone": Family(
@@ -343,14 +353,6 @@ FAMILIES = {
         "models whose image tokens reach the LM width only inside the "
         "language model's graph, and whose generate() rebuilds that path "
         "from attributes; its per-modality sites are not mapped yet",
-        refused=True,
-    ),
-    "Gemma3nBackbone": Family(
-        "a model whose text, image and audio embeddings are made and "
-        "merged inside one layer's Python call (its multimodal embedding "
-        "processor), and whose first block sees AltUp's stacked copies: "
-        "no graph tensor holds one modality's tokens, so there is no "
-        "per-modality site to splice into",
         refused=True,
     ),
     "PARSeqBackbone": Family(
