@@ -186,6 +186,9 @@ def reattach(task: Task) -> Task:
        never sees model inputs, so the task's `generate_step` is wrapped to
        route those calls by the traced `task_id` (one compiled function
        serves every mix of tasks).
+    3. For a `TaskRouter` task whose `compute_loss` calls backbone layers
+       directly (`PARSeqCausalLM`'s, once per permutation), those calls
+       are routed by the batch's `task_id` the same way.
 
     `adapt()` does this already; call it again after
     `keras.saving.load_model`. Models without routers pass through.
@@ -203,6 +206,7 @@ def reattach(task: Task) -> Task:
     checked_entry_points(task, backbone.adapter)
     if not isinstance(backbone.adapter, TaskRouter):
         return task
+    _route_compute_loss(task, backbone)
     if not hasattr(type(task), "generate_step"):
         return task
     step = type(task).generate_step.__get__(task)
@@ -221,6 +225,21 @@ def reattach(task: Task) -> Task:
     task.generate_step = generate_step
     task.generate_function = None  # Rebuilt on the next generate().
     return task
+
+
+def _route_compute_loss(task, backbone):
+    """Routes the direct layer calls of the task's own `compute_loss` by
+    the batch's `task_id` (graph calls read the input already)."""
+    loss = type(task).compute_loss.__get__(task)
+
+    def compute_loss(
+        x=None, y=None, y_pred=None, sample_weight=None, training=True, **kw
+    ):
+        task_id = x.get("task_id") if isinstance(x, dict) else None
+        with backbone.routing(task_id):
+            return loss(x, y, y_pred, sample_weight, training=training, **kw)
+
+    task.compute_loss = compute_loss
 
 
 def _rebuild_task(task, adapted, train_head):

@@ -135,3 +135,17 @@ def test_parseq_recognition_and_training_adapted(lm):
     trained = np.array(router.adalink_down.numpy())
     for index, modality in enumerate(router.modalities):
         assert not np.array_equal(trained[index], down[index]), modality
+
+
+def test_parseq_compute_loss_routes_rows_by_task(lm):
+    """With a module per task, `compute_loss` (what fit() runs: direct
+    encoder and decoder calls, outside the graph) routes by the batch's
+    `task_id`: each task gets its own loss."""
+    x, y, weight = to_numpy(lm.preprocessor(parseq_data()))
+    multi = keras_adalink.adapt(lm, rank=2, num_tasks=2, dropout=0.0)
+    randomize_adapter(multi)
+    first, second = [
+        float(multi.compute_loss({**x, "task_id": ids}, y, None, weight))
+        for ids in (np.zeros(2, "int32"), np.ones(2, "int32"))
+    ]
+    assert first != pytest.approx(second)
