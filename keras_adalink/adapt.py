@@ -89,7 +89,8 @@ def adapt(
             with sites of several modalities (PaliGemma, Gemma3 with
             images, CLIP, SigLIP, MetaCLIP 2: `["image", "text"]`; Whisper,
             Moonshine: `["audio", "text"]`; VideoPrism with text:
-            `["video", "text"]`), one module per site modality, as in the paper;
+            `["video", "text"]`; PARSeq: `["image", "text"]`), one module
+            per site modality, as in the paper;
             otherwise a single `AdaLink`.
         modality_lengths: list of int (the last may be `None`, "the
             rest"). Where each modality's tokens sit, when it is the same

@@ -77,7 +77,7 @@ def inside_decoder(decoder, modality="text"):
         decoder,
         apply,
         modality,
-        where="inside (after its `token_embedding`)",
+        where="inside, after the `token_embedding` of",
         sublayer="token_embedding",
     )
 

@@ -16,6 +16,7 @@ from tests.fixtures.checks import check_round_trips
 from tests.fixtures.checks import randomize_adapter
 from tests.fixtures.checks import randomize_router_module
 from tests.fixtures.checks import to_numpy
+from tests.fixtures.text_recognizer import LENGTH
 from tests.fixtures.text_recognizer import parseq_data
 from tests.fixtures.text_recognizer import parseq_inputs
 from tests.fixtures.text_recognizer import parseq_lm
@@ -38,7 +39,9 @@ def _streams(backbone, x):
 def test_parseq_image_and_text_modules(lm, tmp_path):
     """Sites: the ViT's first block and the decoder's token lookup, at
     either insertion point. One module per modality by default: identity
-    at init; each module alone moves its own stream only, and the logits;
+    at init (also the decoder call of the task's training, under
+    permutation masks); each module alone moves its own stream only, and
+    the logits;
     only the adapter trains; task rows route to their own module; adapter
     file and `.keras` round trips."""
     backbone = lm.backbone
@@ -66,6 +69,24 @@ def test_parseq_image_and_text_modules(lm, tmp_path):
     ]
     assert not backbone.trainable_weights
     np.testing.assert_allclose(to_numpy(adapted(x)), before, atol=1e-5)
+    # Also the task's training call: the decoder under a permutation's
+    # masks (here right-to-left), as `compute_loss` calls it.
+    order = np.array([0, *range(LENGTH - 1, 0, -1), LENGTH], "int32")
+    masks = [
+        np.broadcast_to(to_numpy(m), (2, LENGTH, LENGTH))
+        for m in lm.generate_attention_masks(order)
+    ]
+    args = (x["token_ids"], backbone.image_encoder(x["images"]))
+    kwargs = dict(
+        padding_mask=x["padding_mask"],
+        query_mask=masks[0],
+        content_mask=masks[1],
+    )
+    np.testing.assert_allclose(
+        to_numpy(adapted.decoder(*args, **kwargs)),
+        to_numpy(backbone.decoder(*args, **kwargs)),
+        atol=1e-5,
+    )
     for index, modality in enumerate(adapted.adapter.modalities):
         randomize_router_module(adapted.adapter, index, seed=index)
         moved = {
