@@ -230,15 +230,16 @@ def reattach(task: Task) -> Task:
 
 def _route_compute_loss(task, backbone):
     """Routes the direct layer calls of the task's own `compute_loss` by
-    the batch's `task_id` (graph calls read the input already)."""
+    the batch's `task_id` (graph calls read the input already). Arguments
+    pass through as given: Keras decides from the class's signature
+    whether to pass `training`."""
     loss = type(task).compute_loss.__get__(task)
 
-    def compute_loss(
-        x=None, y=None, y_pred=None, sample_weight=None, training=True, **kw
-    ):
+    def compute_loss(*args, **kwargs):
+        x = args[0] if args else kwargs.get("x")
         task_id = x.get("task_id") if isinstance(x, dict) else None
         with backbone.routing(task_id):
-            return loss(x, y, y_pred, sample_weight, training=training, **kw)
+            return loss(*args, **kwargs)
 
     task.compute_loss = compute_loss
 
