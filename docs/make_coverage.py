@@ -175,6 +175,8 @@ def _generate(name, family):
         return "= teacher forcing"
     if name in families.GENERATE_PER_MODALITY:
         return "= teacher forcing (a module per modality)"
+    if name in families.GENERATE_TESTED_ELSEWHERE:
+        return families.GENERATE_TESTED_ELSEWHERE[name]
     return "—"
 
 

@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
+from keras_adalink.sites.site import after_layer
 
 
 class Routing:
@@ -86,13 +87,16 @@ class AdaptedCall:
     graph. On an `AdaLinkBackbone` those attributes hand out this object,
     which applies the adapter exactly as the graph does. `reverse=True`
     calls (the tied output projection) go to the original layer, so logits
-    keep using the original vocabulary table. Everything else is read from
-    the wrapped layer.
+    keep using the original vocabulary table. A site inside the layer
+    hands out its `sublayer` adapted (PARSeq's `decoder.token_embedding`,
+    which `PARSeqCausalLM.call_with_cache` calls itself). Everything else
+    is read from the wrapped layer.
     """
 
     def __init__(self, site, direct_call, adapter_name):
         self.layer = site.layer
         self._apply = site.apply
+        self._sublayer = site.sublayer
         self._direct_call = direct_call
         self._adapter_name = adapter_name
 
@@ -113,4 +117,7 @@ class AdaptedCall:
     def __getattr__(self, name):
         if name == "layer":
             raise AttributeError(name)
+        if name and name == self.__dict__.get("_sublayer"):
+            inner = after_layer(getattr(self.layer, name))
+            return AdaptedCall(inner, self._direct_call, self._adapter_name)
         return getattr(self.layer, name)

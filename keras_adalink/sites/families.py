@@ -15,6 +15,7 @@ from keras_adalink.sites import encoder_heads
 from keras_adalink.sites import gemma3n
 from keras_adalink.sites import keras_cv
 from keras_adalink.sites import layouts
+from keras_adalink.sites import text_recognizer
 from keras_adalink.sites.rule import block_input_sites
 from keras_adalink.sites.rule import token_embedding_sites
 from keras_adalink.sites.site import after_layer
@@ -272,6 +273,17 @@ FAMILIES = {
         _context_and_latents,
         task_calls=_SD3_TASK_CALLS,
     ),
+    "PARSeqBackbone": Family(
+        "a text recogniser: image patches before its ViT encoder's first "
+        "block, and the decoder's token embeddings, which it makes inside "
+        "`PARSeqDecoder.call` and which its task's training "
+        "(`compute_loss`, calling `backbone.decoder`) and cached decoding "
+        "(`call_with_cache`, calling `decoder.token_embedding`) look up "
+        "directly: the site is after that lookup on every path (a mirror of "
+        "the decoder call), at either insertion point",
+        text_recognizer.image_and_text,
+        text_recognizer.image_and_text,
+    ),
     "FluxBackbone": Family(
         "two sites before the first double block: text tokens and latent "
         "patch tokens, each after its input projection",
@@ -353,16 +365,6 @@ FAMILIES = {
         "models whose image tokens reach the LM width only inside the "
         "language model's graph, and whose generate() rebuilds that path "
         "from attributes; its per-modality sites are not mapped yet",
-        refused=True,
-    ),
-    "PARSeqBackbone": Family(
-        "a text recogniser whose text stream (token embeddings scaled and "
-        "added to position queries) is made inside `PARSeqDecoder.call`, "
-        "and whose task trains and decodes around the graph: "
-        "`PARSeqCausalLM.compute_loss` calls `backbone.image_encoder` and "
-        "`backbone.decoder` and `call_with_cache` calls "
-        "`decoder.token_embedding` directly; sites need a mirror of those "
-        "calls with the adapter inside, not built yet",
         refused=True,
     ),
     "EdRecBackbone": Family(

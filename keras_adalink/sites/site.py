@@ -29,6 +29,10 @@ class Site:
             tokens, merged per position (Gemma3n's embedding processor),
             those modalities; `apply` then receives `adapter(x, ids)`,
             `ids` (`[batch, sequence]` ints) indexing into them.
+        sublayer: for a site inside `layer`, the attribute of `layer`
+            whose output the adapter takes; code that calls that sublayer
+            itself (PARSeq's cached decoding calls
+            `decoder.token_embedding`) gets it adapted too. `""`: none.
     """
 
     layer: Any
@@ -40,6 +44,7 @@ class Site:
     inner: "Site | None" = None
     per_example: bool = True
     streams: tuple = ()
+    sublayer: str = ""
 
     @property
     def tower(self):
