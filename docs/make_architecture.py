@@ -187,6 +187,12 @@ def render():
         "`graph.PRIVATE_API` with the version it was checked against; "
         "`tests/test_graph.py` names the symbol that a Keras upgrade "
         "removed.",
+        "",
+        "Importing the package has no side effects beyond its imports. The "
+        "console script's entry point, `keras_adalink_launcher.py`, lives "
+        "beside the package: it asks for the quiet start-up "
+        "(`KERAS_ADALINK_QUIET_START`, `quiet.py`) before anything imports "
+        "the package and, with it, TensorFlow.",
     ]
     return "\n".join(lines) + "\n"
 

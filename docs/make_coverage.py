@@ -96,6 +96,8 @@ def _sites(backbone, insertion):
             )
         if site.modality:
             text = f"{site.modality}: {text}"
+        if site.streams:  # One layer's output, a stream per position.
+            text = f"{', '.join(site.streams)}: {text}, each token by its id"
         if site.optional:
             text += " on request"
         elif len(_lookups(backbone, site.layer)) > 1:
@@ -173,6 +175,8 @@ def _generate(name, family):
         return "= teacher forcing"
     if name in families.GENERATE_PER_MODALITY:
         return "= teacher forcing (a module per modality)"
+    if name in families.GENERATE_TESTED_ELSEWHERE:
+        return families.GENERATE_TESTED_ELSEWHERE[name]
     return "—"
 
 
@@ -193,11 +197,11 @@ def _modalities(backbone, family):
     )
     found = []
     for site in adapted:
-        modality = site.modality
-        if modality in (None, "encoder", "decoder"):
-            modality = _KIND_MODALITY.get(family.kind, "text")
-        if modality not in found:
-            found.append(modality)
+        for modality in site.streams or [site.modality]:
+            if modality in (None, "encoder", "decoder"):
+                modality = _KIND_MODALITY.get(family.kind, "text")
+            if modality not in found:
+                found.append(modality)
     return ", ".join(found)
 
 

@@ -1,14 +1,13 @@
 """AdaLink: non-intrusive, input-centric adaptation of frozen transformers."""
 
 import os as _os
-import sys as _sys
 
-# The console script and `make demo` start quietly (keras_adalink/quiet.py);
-# this runs before anything below imports TensorFlow. Library users are
-# untouched.
-if _os.environ.get("KERAS_ADALINK_QUIET_START") or (
-    _os.path.basename(_sys.argv[0] if _sys.argv else "") == "keras-adalink"
-):
+# An explicit opt-in, read once here because it must act before the imports
+# below load TensorFlow: the console script (keras_adalink_launcher.py), the
+# demo and the notebooks set it to start without TensorFlow's native logs
+# (keras_adalink/quiet.py). Unset, importing keras_adalink does nothing but
+# import.
+if _os.environ.get("KERAS_ADALINK_QUIET_START"):
     from keras_adalink.quiet import quiet_start as _quiet_start
 
     _quiet_start()

@@ -89,7 +89,8 @@ def adapt(
             with sites of several modalities (PaliGemma, Gemma3 with
             images, CLIP, SigLIP, MetaCLIP 2: `["image", "text"]`; Whisper,
             Moonshine: `["audio", "text"]`; VideoPrism with text:
-            `["video", "text"]`), one module per site modality, as in the paper;
+            `["video", "text"]`; PARSeq: `["image", "text"]`), one module
+            per site modality, as in the paper;
             otherwise a single `AdaLink`.
         modality_lengths: list of int (the last may be `None`, "the
             rest"). Where each modality's tokens sit, when it is the same
@@ -186,6 +187,9 @@ def reattach(task: Task) -> Task:
        never sees model inputs, so the task's `generate_step` is wrapped to
        route those calls by the traced `task_id` (one compiled function
        serves every mix of tasks).
+    3. For a `TaskRouter` task whose `compute_loss` calls backbone layers
+       directly (`PARSeqCausalLM`'s, once per permutation), those calls
+       are routed by the batch's `task_id` the same way.
 
     `adapt()` does this already; call it again after
     `keras.saving.load_model`. Models without routers pass through.
@@ -203,6 +207,7 @@ def reattach(task: Task) -> Task:
     checked_entry_points(task, backbone.adapter)
     if not isinstance(backbone.adapter, TaskRouter):
         return task
+    _route_compute_loss(task, backbone)
     if not hasattr(type(task), "generate_step"):
         return task
     step = type(task).generate_step.__get__(task)
@@ -221,6 +226,22 @@ def reattach(task: Task) -> Task:
     task.generate_step = generate_step
     task.generate_function = None  # Rebuilt on the next generate().
     return task
+
+
+def _route_compute_loss(task, backbone):
+    """Routes the direct layer calls of the task's own `compute_loss` by
+    the batch's `task_id` (graph calls read the input already). Arguments
+    pass through as given: Keras decides from the class's signature
+    whether to pass `training`."""
+    loss = type(task).compute_loss.__get__(task)
+
+    def compute_loss(*args, **kwargs):
+        x = args[0] if args else kwargs.get("x")
+        task_id = x.get("task_id") if isinstance(x, dict) else None
+        with backbone.routing(task_id):
+            return loss(*args, **kwargs)
+
+    task.compute_loss = compute_loss
 
 
 def _rebuild_task(task, adapted, train_head):

@@ -66,6 +66,12 @@ PRIVATE_API = (
         "a private backbone layer a KerasHub task calls directly "
         "(`TASK_CALLED_PRIVATE_LAYERS`)",
     ),
+    (
+        "keras_hub.src.models.gemma3n.gemma3n_backbone.Gemma3nBackbone",
+        "_model_inputs_dict",
+        "the inputs `Gemma3nCausalLM` builds its graph on, read off its "
+        "backbone (`expose_model_inputs`)",
+    ),
 )
 
 # Private backbone layers that KerasHub tasks call directly (by attribute),
@@ -73,6 +79,19 @@ PRIVATE_API = (
 TASK_CALLED_PRIVATE_LAYERS = (
     "_compute_mask_layer",  # MoonshineAudioToText.call_encoder
 )
+
+
+def expose_model_inputs(adapted, backbone):
+    """Gives `adapted` its own inputs as `_model_inputs_dict` where
+    `backbone` has one: `Gemma3nCausalLM.__init__` builds the task's graph
+    on `backbone._model_inputs_dict`, which an adapted backbone must hold
+    (with its `task_id` input, if any) for the task to be rebuilt on it."""
+    if not hasattr(backbone, "_model_inputs_dict"):
+        return
+    inputs = adapted.input
+    if not isinstance(inputs, dict):
+        inputs = {t.name: t for t in keras.tree.flatten(inputs)}
+    object.__setattr__(adapted, "_model_inputs_dict", dict(inputs))
 
 
 def replay(model, inputs, call_function):

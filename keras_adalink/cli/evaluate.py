@@ -7,7 +7,6 @@ from keras_adalink.cli.rows import features
 from keras_adalink.cli.rows import scores
 from keras_adalink.cli.rows import targets
 from keras_adalink.cli.rows import task_rows
-from keras_adalink.cli.runs import detach_preprocessor
 from keras_adalink.cli.runs import load_run
 from keras_adalink.cli.runs import pick_task
 from keras_adalink.cli.runs import write_json
@@ -16,12 +15,12 @@ from keras_adalink.datasets import read_rows
 
 
 def cmd_eval(args):
-    run, model = load_run(args.adapter)
+    run, model, preprocessor = load_run(args.adapter)
     rows = read_rows(args.data, args.split)
     if run.get("task") == "generation":
         result = generation.evaluate(
             model,
-            detach_preprocessor(model),
+            preprocessor,
             column(rows, run["prompt_column"], args.data),
             column(rows, run["response_column"], args.data),
             run,
@@ -32,11 +31,13 @@ def cmd_eval(args):
         for name in run["task_names"]:
             own = task_rows(run, rows, name, args.data)
             if own:
-                result[name] = _scores(run, model, name, own, args.data)
+                result[name] = _scores(
+                    run, model, preprocessor, name, own, args.data
+                )
     else:
         if "tasks" in run:
             rows = task_rows(run, rows, args.task, args.data)
-        result = _scores(run, model, args.task, rows, args.data)
+        result = _scores(run, model, preprocessor, args.task, rows, args.data)
     print(json.dumps(result))
     if args.json:
         write_json(args.json, result)
@@ -47,8 +48,8 @@ def _has_task_column(run, rows):
     return "task_column" in first and rows and first["task_column"] in rows[0]
 
 
-def _scores(run, model, task, rows, path):
-    own, preprocessor, predict = pick_task(run, model, task)
+def _scores(run, model, preprocessor, task, rows, path):
+    own, preprocessor, predict = pick_task(run, model, preprocessor, task)
     return scores(
         own,
         predict,

@@ -19,7 +19,7 @@ def cmd_export(args):
             "generation run with `predict`, or load it in Python "
             "(docs/serving.md)"
         )
-    run, model = load_run(args.adapter)
+    run, model, _ = load_run(args.adapter, run)
     if args.fold and "tasks" in run:
         raise CliError(
             "a multi-task run cannot be folded (each task has its own "
@@ -49,6 +49,6 @@ def _export_peft(args, run):
             "give --base-model: the HF model id or folder that the run's "
             f"backbone '{run.get('backbone')}' was converted from"
         )
-    _, model = load_run(args.adapter)
+    _, model, _ = load_run(args.adapter, run)
     folders = keras_adalink.export_peft(model, args.out, base_model)
     print(f"PEFT adapter written to {', '.join(folders)}")

@@ -135,15 +135,11 @@ def _causal_answers(lm, preprocessor, prompts, max_length):
     inputs = preprocessor.generate_preprocess(
         list(prompts), sequence_length=max_length
     )
-    lm.preprocessor = None
     out = lm.generate(inputs, stop_token_ids=None)
     ids = np.asarray(keras.ops.convert_to_numpy(out["token_ids"]))
     lengths = np.asarray(keras.ops.convert_to_numpy(inputs["padding_mask"]))
     tokenizer = preprocessor.tokenizer
-    stops = {
-        getattr(tokenizer, name, None)
-        for name in ("end_token_id", "end_token2_id")
-    } - {None}
+    stops = set(_stop_ids(tokenizer))
     answers = []
     for row, prompt_length in zip(ids, lengths.sum(-1)):
         new = [int(t) for t in row[int(prompt_length) :]]
@@ -153,6 +149,26 @@ def _causal_answers(lm, preprocessor, prompts, max_length):
                 break
         answers.append(_text(tokenizer.detokenize([new])) if new else "")
     return answers
+
+
+def _stop_ids(tokenizer):
+    """The end ids KerasHub's `generate` stops at (Llama 3 has two)."""
+    return [
+        getattr(tokenizer, name)
+        for name in ("end_token_id", "end_token2_id")
+        if getattr(tokenizer, name, None) is not None
+    ]
+
+
+def _seq2seq_answers(lm, preprocessor, prompts, max_length):
+    """What `lm.generate(prompts, max_length)` returns with `preprocessor`
+    attached, done outside the LM: tokenize, generate to an end id,
+    detokenize the decoder's tokens."""
+    inputs = preprocessor.generate_preprocess(
+        list(prompts), sequence_length=max_length
+    )
+    out = lm.generate(inputs, stop_token_ids=_stop_ids(preprocessor.tokenizer))
+    return [_text(t) for t in preprocessor.generate_postprocess(out)]
 
 
 def generate(lm, preprocessor, prompts, max_length, sampler="greedy"):
@@ -166,12 +182,11 @@ def generate(lm, preprocessor, prompts, max_length, sampler="greedy"):
     for s in range(0, len(prompts), 32):
         batch = list(prompts[s : s + 32])
         if is_seq2seq(lm):
-            lm.preprocessor = preprocessor
-            out = lm.generate(batch, max_length=max_length)
-            answers.extend(_text(t) for t in out)
+            answers.extend(
+                _seq2seq_answers(lm, preprocessor, batch, max_length)
+            )
         else:
             answers.extend(_causal_answers(lm, preprocessor, batch, max_length))
-    lm.preprocessor = None
     return answers
 
 

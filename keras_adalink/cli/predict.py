@@ -7,7 +7,6 @@ import numpy as np
 from keras_adalink.cli import generation
 from keras_adalink.cli.rows import features
 from keras_adalink.cli.runs import CliError
-from keras_adalink.cli.runs import detach_preprocessor
 from keras_adalink.cli.runs import load_run
 from keras_adalink.cli.runs import pick_task
 from keras_adalink.datasets import column
@@ -15,7 +14,7 @@ from keras_adalink.datasets import read_rows
 
 
 def cmd_predict(args):
-    run, model = load_run(args.adapter)
+    run, model, preprocessor = load_run(args.adapter)
     if args.data:
         rows = read_rows(args.data, args.split)
     elif args.text:
@@ -29,7 +28,7 @@ def cmd_predict(args):
         prompts = column(rows, run["prompt_column"], "input")
         answers = generation.generate(
             model,
-            detach_preprocessor(model),
+            preprocessor,
             prompts,
             args.max_length or run["sequence_length"],
             args.sampler,
@@ -37,7 +36,7 @@ def cmd_predict(args):
         for prompt, answer in zip(prompts, answers):
             print(json.dumps({"text": prompt, "prediction": answer}))
         return
-    own, preprocessor, predict = pick_task(run, model, args.task)
+    own, preprocessor, predict = pick_task(run, model, preprocessor, args.task)
     if args.text and own.get("text_pair_column"):
         raise CliError(
             "this task reads text pairs; give --data FILE with columns "

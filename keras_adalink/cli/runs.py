@@ -69,25 +69,22 @@ def classifier(run):
     import keras_adalink
     from keras_adalink.heads import mean_pooled_classifier
 
-    source = backbone_source(run["backbone"])
-    try:
-        preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
-            source, sequence_length=run["sequence_length"]
-        )
-    except ValueError as e:
-        raise CliError(
-            f"backbone '{run['backbone']}' has no text-classifier "
-            f"preprocessor in KerasHub ({e})"
-        ) from None
-    backbone = keras_hub.models.Backbone.from_preset(source)
+    preprocessor = preprocessor_of(run)
+    backbone = keras_hub.models.Backbone.from_preset(
+        backbone_source(run["backbone"])
+    )
     adapted = keras_adalink.adapt(backbone, **adapt_options(run))
     return mean_pooled_classifier(adapted, run["num_outputs"]), preprocessor
 
 
 def language_model(run):
-    """The adapted KerasHub `CausalLM` or `Seq2SeqLM` of a generation run.
+    """`(lm, preprocessor)`: the adapted KerasHub `CausalLM` or `Seq2SeqLM`
+    of a generation run, and the preset's own preprocessor at the run's
+    sequence length.
 
-    Its preprocessor is the preset's own, at the run's sequence length.
+    The LM carries no preprocessor: the command line makes its inputs
+    itself (prompt and response token ids, `keras_adalink.cli.generation`)
+    and feeds the LM those.
     """
     import keras_hub
 
@@ -116,7 +113,9 @@ def language_model(run):
         lm.preprocessor.decoder_sequence_length = run["sequence_length"]
     else:
         lm.preprocessor.sequence_length = run["sequence_length"]
-    return keras_adalink.adapt(lm, **adapt_options(run))
+    lm = keras_adalink.adapt(lm, **adapt_options(run))
+    preprocessor, lm.preprocessor = lm.preprocessor, None
+    return lm, preprocessor
 
 
 def adapt_options(run):
@@ -129,18 +128,10 @@ def adapt_options(run):
 
 
 def build(run):
-    """`(model, preprocessor)` for a single-task run (preprocessor `None`
-    for generation: the LM carries its own)."""
+    """`(model, preprocessor)` for a single-task run."""
     if run["task"] == "generation":
-        return language_model(run), None
+        return language_model(run)
     return classifier(run)
-
-
-def detach_preprocessor(lm):
-    """Takes `lm`'s preprocessor off it and returns it: a generation run
-    feeds the LM token ids it makes itself (`keras_adalink.cli.generation`)."""
-    preprocessor, lm.preprocessor = lm.preprocessor, None
-    return preprocessor
 
 
 def read_run(folder):
@@ -158,22 +149,28 @@ def write_json(path, tree):
         json.dump(tree, f, indent=2, allow_nan=False)
 
 
-def load_run(folder):
-    """`(run, model)`; a multi-task run's model serves all of its tasks."""
+def load_run(folder, run=None):
+    """`(run, model, preprocessor)` of a run folder (`run`: its `run.json`,
+    if already read); a multi-task run's model serves all of its tasks."""
     import keras_adalink
 
-    run = read_run(folder)
+    run = run or read_run(folder)
     path = os.path.join(folder, "adapter.safetensors")
     if "tasks" in run:
-        base, _ = build(run["tasks"][run["task_names"][0]])
-        return run, keras_adalink.compose([path], base=base)
-    model, _ = build(run)
+        base, preprocessor = build(run["tasks"][run["task_names"][0]])
+        return run, keras_adalink.compose([path], base=base), preprocessor
+    model, preprocessor = build(run)
     keras_adalink.load_adapter(model, path)
-    return run, model
+    return run, model, preprocessor
 
 
-def pick_task(run, model, task):
-    """`(task's run, its preprocessor, x -> its scores)` for `--task`."""
+def pick_task(run, model, preprocessor, task):
+    """`(task's run, its preprocessor, x -> its scores)` for `--task`.
+
+    `preprocessor` is the one `load_run` built; a task of a multi-task run
+    gets it at its own sequence length (the tasks share one backbone and
+    so one tokenizer).
+    """
     import numpy as np
 
     if "tasks" not in run:
@@ -182,9 +179,6 @@ def pick_task(run, model, task):
                 "--task picks a task of a multi-task run (train "
                 "--task-column, or compose); this run has one task"
             )
-        preprocessor = None
-        if run["task"] != "generation":
-            preprocessor = preprocessor_of(run)
         return run, preprocessor, lambda x: model.predict(x, verbose=0)
     names = run["task_names"]
     if task not in names:
@@ -202,17 +196,24 @@ def pick_task(run, model, task):
         out = model.predict({**x, "task_id": ids}, verbose=0)
         return out["outputs"][:, : own["num_outputs"]]
 
-    return own, preprocessor_of(own), predict
+    preprocessor.sequence_length = own["sequence_length"]
+    return own, preprocessor, predict
 
 
 def preprocessor_of(run):
     """A classification run's preprocessor, without loading its backbone."""
     import keras_hub
 
-    return keras_hub.models.TextClassifierPreprocessor.from_preset(
-        backbone_source(run["backbone"]),
-        sequence_length=run["sequence_length"],
-    )
+    try:
+        return keras_hub.models.TextClassifierPreprocessor.from_preset(
+            backbone_source(run["backbone"]),
+            sequence_length=run["sequence_length"],
+        )
+    except ValueError as e:
+        raise CliError(
+            f"backbone '{run['backbone']}' has no text-classifier "
+            f"preprocessor in KerasHub ({e})"
+        ) from None
 
 
 def multi_task(run):

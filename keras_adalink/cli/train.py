@@ -17,7 +17,6 @@ from keras_adalink.cli.rows import scores
 from keras_adalink.cli.rows import targets
 from keras_adalink.cli.runs import CliError
 from keras_adalink.cli.runs import build
-from keras_adalink.cli.runs import detach_preprocessor
 from keras_adalink.cli.runs import multi_task
 from keras_adalink.cli.runs import write_json
 from keras_adalink.datasets import column
@@ -112,8 +111,7 @@ def _prepare(run, args, rows):
     """`(model to save, model to fit, data, validation, final metrics)`."""
     val_rows = args.val_data and read_rows(args.val_data, args.val_split)
     if run.get("task") == "generation":
-        lm, _ = build(run)
-        preprocessor = detach_preprocessor(lm)
+        lm, preprocessor = build(run)
 
         def data(rows, path):
             prompts = column(rows, run["prompt_column"], path)
@@ -135,7 +133,6 @@ def _prepare(run, args, rows):
                 out["validation"] = generation.evaluate(
                     lm, preprocessor, val[0], val[1], run
                 )
-            lm.preprocessor = preprocessor
             return out
 
         return lm, lm, train, val and val[2], final

@@ -62,7 +62,7 @@ def site_widths(backbone, inputs, sites):
     768 vision, 512 text)."""
     widths = []
 
-    def record(x):
+    def record(x, *ids):
         widths.append(x.shape[-1])
         return x
 
@@ -178,14 +178,15 @@ class AdaLinkBackbone(Backbone):
             )
         routed = isinstance(adapter, ModalityRouter)
         if routed and adapter.modality_lengths is None:
-            if any(site.modality is None for site in sites):
+            if any(s.modality is None and not s.streams for s in sites):
                 extra["modality_ids"] = keras.Input(
                     shape=(None,), dtype="int32", name="modality_ids"
                 )
         inputs = graph_inputs
         if extra:
             if not isinstance(inputs, dict):
-                inputs = {graph_inputs.name: graph_inputs}
+                # One input, or a list of them (Gemma3n's).
+                inputs = {t.name: t for t in keras.tree.flatten(inputs)}
             inputs = {**inputs, **extra}
 
         build_for_widths(adapter, backbone, graph_inputs, sites)
@@ -226,6 +227,7 @@ class AdaLinkBackbone(Backbone):
         self.backbone = backbone
         self.adapter = adapter
         self.insertion = insertion
+        graph.expose_model_inputs(self, backbone)
         self._routing = routing
         adapted_calls = [
             AdaptedCall(site, direct, type(adapter).__name__)

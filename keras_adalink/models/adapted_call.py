@@ -1,7 +1,10 @@
 """The adapter as seen by code that calls backbone layers directly."""
 
+from keras import ops
+
 from keras_adalink.layers import ModalityRouter
 from keras_adalink.layers import TaskRouter
+from keras_adalink.sites.site import after_layer
 
 
 class Routing:
@@ -18,6 +21,8 @@ def site_calls(adapter, site, graph_inputs, routing):
     the adapter needs ids such callers cannot give (per-token
     `modality_ids`, `modality_lengths` positions).
     """
+    if site.streams:
+        return _stream_calls(adapter, site, graph_inputs, routing)
     if isinstance(adapter, TaskRouter):
 
         def direct(x):
@@ -49,6 +54,30 @@ def site_calls(adapter, site, graph_inputs, routing):
     return adapter, adapter
 
 
+def _stream_calls(adapter, site, graph_inputs, routing):
+    """`site_calls` of a site whose tokens carry their streams' ids:
+    `call(x, ids)`, `ids` indexing into `site.streams`. A ModalityRouter
+    routes each token to its stream's module; other adapters ignore ids."""
+    if isinstance(adapter, ModalityRouter):
+        missing = [m for m in site.streams if m not in adapter.modalities]
+        if missing:
+            raise ValueError(
+                f"This insertion point feeds {list(site.streams)} tokens, but "
+                f"the ModalityRouter's modalities are {adapter.modalities}."
+            )
+        table = [adapter.modalities.index(m) for m in site.streams]
+
+        def routed(x, ids):
+            index = ops.take(ops.convert_to_tensor(table, "int32"), ids)
+            return adapter(x, modality_ids=index)
+
+        return routed, routed
+    graph, direct = site_calls(
+        adapter, site.replace(streams=()), graph_inputs, routing
+    )
+    return (lambda x, ids: graph(x)), (lambda x, ids: direct(x))
+
+
 class AdaptedCall:
     """The insertion-site layer, with the adapter, for direct callers.
 
@@ -58,13 +87,16 @@ class AdaptedCall:
     graph. On an `AdaLinkBackbone` those attributes hand out this object,
     which applies the adapter exactly as the graph does. `reverse=True`
     calls (the tied output projection) go to the original layer, so logits
-    keep using the original vocabulary table. Everything else is read from
-    the wrapped layer.
+    keep using the original vocabulary table. A site inside the layer
+    hands out its `sublayer` adapted (PARSeq's `decoder.token_embedding`,
+    which `PARSeqCausalLM.call_with_cache` calls itself). Everything else
+    is read from the wrapped layer.
     """
 
     def __init__(self, site, direct_call, adapter_name):
         self.layer = site.layer
         self._apply = site.apply
+        self._sublayer = site.sublayer
         self._direct_call = direct_call
         self._adapter_name = adapter_name
 
@@ -85,4 +117,7 @@ class AdaptedCall:
     def __getattr__(self, name):
         if name == "layer":
             raise AttributeError(name)
+        if name and name == self.__dict__.get("_sublayer"):
+            inner = after_layer(getattr(self.layer, name))
+            return AdaptedCall(inner, self._direct_call, self._adapter_name)
         return getattr(self.layer, name)

@@ -82,8 +82,11 @@ def default_modalities(backbone, insertion=None):
     insertion = insertion or default_insertion(backbone)
     found = []
     for site in find_insertion_sites(backbone, insertion):
-        if site.modality and not site.optional and site.modality not in found:
-            found.append(site.modality)
+        if site.optional:
+            continue
+        for modality in site.streams or [site.modality]:
+            if modality and modality not in found:
+                found.append(modality)
     return found if len(found) > 1 else None
 
 

@@ -12,9 +12,11 @@ import dataclasses
 from collections.abc import Callable
 
 from keras_adalink.sites import encoder_heads
+from keras_adalink.sites import gemma3n
 from keras_adalink.sites import keras_cv
 from keras_adalink.sites import layouts
 from keras_adalink.sites import query_tokens
+from keras_adalink.sites import text_recognizer
 from keras_adalink.sites.rule import block_input_sites
 from keras_adalink.sites.rule import token_embedding_sites
 from keras_adalink.sites.site import after_layer
@@ -212,6 +214,15 @@ FAMILIES = {
         "into the text after the token lookup",
         **_IMAGE_AND_TEXT,
     ),
+    "Gemma3nBackbone": Family(
+        "its text, image and audio embeddings are made and merged inside "
+        "one layer's call (the embedding processor), one stream per "
+        "position: that call is the site, each token adapted by its "
+        "modality's module (routed by its id, as the merge chooses), the "
+        "per-layer inputs projected from the adapted embeddings",
+        gemma3n.embedding_streams,
+        gemma3n.embedding_streams,
+    ),
     "WhisperBackbone": _AUDIO_AND_TEXT,
     "MoonshineBackbone": _AUDIO_AND_TEXT,
     "VideoPrismBackbone": Family(
@@ -262,6 +273,17 @@ FAMILIES = {
         _context_and_latents,
         _context_and_latents,
         task_calls=_SD3_TASK_CALLS,
+    ),
+    "PARSeqBackbone": Family(
+        "a text recogniser: image patches before its ViT encoder's first "
+        "block, and the decoder's token embeddings, which it makes inside "
+        "`PARSeqDecoder.call` and which its task's training "
+        "(`compute_loss`, calling `backbone.decoder`) and cached decoding "
+        "(`call_with_cache`, calling `decoder.token_embedding`) look up "
+        "directly: the site is after that lookup on every path (a mirror of "
+        "the decoder call), at either insertion point",
+        text_recognizer.image_and_text,
+        text_recognizer.image_and_text,
     ),
     "FluxBackbone": Family(
         "two sites before the first double block: text tokens and latent "
@@ -351,24 +373,6 @@ FAMILIES = {
         "KerasCV's CLIP); sites on the encoders' outputs where they enter "
         "the DETR encoder, as PaliGemma's, would fit but are not built and "
         "tested yet",
-        refused=True,
-    ),
-    "Gemma3nBackbone": Family(
-        "a model whose text, image and audio embeddings are made and "
-        "merged inside one layer's Python call (its multimodal embedding "
-        "processor), and whose first block sees AltUp's stacked copies: "
-        "no graph tensor holds one modality's tokens, so there is no "
-        "per-modality site to splice into",
-        refused=True,
-    ),
-    "PARSeqBackbone": Family(
-        "a text recogniser whose text stream (token embeddings scaled and "
-        "added to position queries) is made inside `PARSeqDecoder.call`, "
-        "and whose task trains and decodes around the graph: "
-        "`PARSeqCausalLM.compute_loss` calls `backbone.image_encoder` and "
-        "`backbone.decoder` and `call_with_cache` calls "
-        "`decoder.token_embedding` directly; sites need a mirror of those "
-        "calls with the adapter inside, not built yet",
         refused=True,
     ),
     "EdRecBackbone": Family(

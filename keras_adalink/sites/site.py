@@ -25,6 +25,14 @@ class Site:
             inside), that inner `Site`; `None` otherwise.
         per_example: rows are the batch's examples (`False` for
             VideoPrism's frames, which cannot be routed by task).
+        streams: for a layer whose one output holds several modalities'
+            tokens, merged per position (Gemma3n's embedding processor),
+            those modalities; `apply` then receives `adapter(x, ids)`,
+            `ids` (`[batch, sequence]` ints) indexing into them.
+        sublayer: for a site inside `layer`, the attribute of `layer`
+            whose output the adapter takes; code that calls that sublayer
+            itself (PARSeq's cached decoding calls
+            `decoder.token_embedding`) gets it adapted too. `""`: none.
     """
 
     layer: Any
@@ -35,6 +43,8 @@ class Site:
     where: str = "after"
     inner: "Site | None" = None
     per_example: bool = True
+    streams: tuple = ()
+    sublayer: str = ""
 
     @property
     def tower(self):

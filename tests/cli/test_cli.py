@@ -392,3 +392,13 @@ def test_compose_runs_then_eval_predict_export(tmp_path):
         signatures = tf.saved_model.load(str(tmp_path / "sm")).signatures
         inputs = signatures["serving_default"].structured_input_signature[1]
         assert "task" in inputs and "task_id" not in inputs
+
+
+def test_launcher_asks_for_the_quiet_start_unless_verbose(monkeypatch):
+    import keras_adalink_launcher
+
+    for argv, quiet in ((["--help"], "1"), (["--verbose", "--help"], None)):
+        monkeypatch.delenv("KERAS_ADALINK_QUIET_START", raising=False)
+        with pytest.raises(SystemExit):
+            keras_adalink_launcher.main(argv)
+        assert os.environ.get("KERAS_ADALINK_QUIET_START") == quiet
