@@ -191,8 +191,9 @@ NO_TWIN = {
     ),
     "T5Gemma2Backbone": (
         "transformers' T5Gemma2 always carries a vision tower, which "
-        "KerasHub's converter turns into a vision encoder that adapt() "
-        "refuses; a text-only T5Gemma2Backbone has no HF twin (HF's "
+        "KerasHub's converter turns into a vision encoder, so adapt() makes "
+        "an image and a text module (a ModalityRouter, which a PEFT adapter "
+        "cannot hold); a text-only T5Gemma2Backbone has no HF twin (HF's "
         "embedding also replaces the end-of-image token's row with a "
         "learned vector that the text-only backbone lacks)"
     ),

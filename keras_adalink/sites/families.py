@@ -94,6 +94,18 @@ def _image_and_text(backbone):
     return [*sites, after_layer(backbone.token_embedding, modality="text")]
 
 
+def _image_and_seq2seq_text(backbone):
+    # T5Gemma2: with a vision encoder (a Gemma3 one, at the encoder's
+    # width), its image embeddings are interleaved into the encoder's
+    # token embeddings after the lookup, scaling and end-of-image ops;
+    # the tables are the rule's (the decoder's an optional site).
+    encoder, decoder = token_embedding_sites(backbone)
+    if backbone.vision_encoder is None:
+        return [encoder, decoder]
+    image = after_layer(backbone.vision_encoder, "image")
+    return [image, encoder.replace(modality="text"), decoder]
+
+
 def _audio_and_text_tokens(backbone):
     # Whisper, Moonshine: audio frames after the convolutional front end
     # and positions (the first encoder block's input); text tokens at the
@@ -227,6 +239,15 @@ FAMILIES = {
         block_input_sites,
         layout=layouts.t5,
     ),
+    "T5Gemma2Backbone": Family(
+        "with a vision encoder, three sites: image embeddings (the "
+        "encoder's output, at the encoder width) and the encoder's text "
+        "tokens, each tagged for a ModalityRouter, interleaved after the "
+        "lookup; the decoder's tokens on request, as for any "
+        "encoder-decoder",
+        _image_and_seq2seq_text,
+        block_input_sites,
+    ),
     "SegFormerBackbone": Family(
         "its head reads MiT's pyramid through a sub-model over MiT's "
         "layers (`feature_extractor`): replayed with MiT's site inside",
@@ -282,13 +303,6 @@ FAMILIES = {
         "encoder reads `image_grid_thw` as numpy inside the jitted "
         "function), and the backbone fills empty image inputs in an "
         "overridden `__call__` that a rebuilt graph cannot carry",
-        text_only=True,
-    ),
-    "T5Gemma2Backbone": Family(
-        "its image embeddings join the encoder's tokens after the "
-        "end-of-image embedding ops; a site after its vision encoder would "
-        "fit, beside the encoder and decoder tables, but is not built and "
-        "tested yet",
         text_only=True,
     ),
     # Layout rules only (sites by the rule).
