@@ -143,7 +143,8 @@ TWINS = {
         "adapted in either)"
     ),
     "Qwen3_5Backbone": _decoder(
-        _PLAIN_DECODER + "; text-only (adapt() refuses its vision encoder); "
+        _PLAIN_DECODER + "; text-only (with a vision encoder, adapt() "
+        "makes a ModalityRouter, which a PEFT adapter cannot hold); "
         "HF's AutoModelForCausalLM reads the checkpoint's "
         "model.language_model weights into model"
     ),

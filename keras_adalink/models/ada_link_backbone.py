@@ -160,8 +160,9 @@ class AdaLinkBackbone(Backbone):
             if frames:
                 raise ValueError(
                     f"{type(backbone).__name__} feeds {frames} rows that are "
-                    "not examples (frames), so a TaskRouter cannot route "
-                    "them by task. Use a single AdaLink or a ModalityRouter."
+                    "not examples (video frames, or every image of the "
+                    "batch in one row), so a TaskRouter cannot route them "
+                    "by task. Use a single AdaLink or a ModalityRouter."
                 )
         backbone.trainable = False
 

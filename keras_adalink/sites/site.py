@@ -24,7 +24,8 @@ class Site:
         inner: for a tower (a sub-model replayed with a site of its own
             inside), that inner `Site`; `None` otherwise.
         per_example: rows are the batch's examples (`False` for
-            VideoPrism's frames, which cannot be routed by task).
+            VideoPrism's frames and Qwen3.5's images, all in one row,
+            which cannot be routed by task).
     """
 
     layer: Any
