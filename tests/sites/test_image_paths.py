@@ -79,18 +79,19 @@ def test_t5gemma2_image_and_text_modules(t5gemma2, tmp_path):
         moved = ~np.isclose(to_numpy(embeddings(x)), plain, atol=1e-5).all(-1)
         for row in moved:
             assert np.flatnonzero(row).tolist() == expected[modality]
-        out = to_numpy(backbone(x))
-        encoder_moved = not np.allclose(
-            out["encoder_sequence_output"],
-            plain_out["encoder_sequence_output"],
-            atol=1e-5,
-        )
-        assert encoder_moved == (modality != "decoder"), modality
-        assert not np.allclose(
-            out["decoder_sequence_output"],
-            plain_out["decoder_sequence_output"],
-            atol=1e-5,
-        )
+    # The decoder's module alone (the last one randomized) moves the
+    # decoder's output only.
+    out = to_numpy(backbone(x))
+    np.testing.assert_allclose(
+        out["encoder_sequence_output"],
+        plain_out["encoder_sequence_output"],
+        atol=1e-5,
+    )
+    assert not np.allclose(
+        out["decoder_sequence_output"],
+        plain_out["decoder_sequence_output"],
+        atol=1e-4,
+    )
 
     randomize_adapter(lm)
     fresh = keras_adalink.adapt(t5gemma2, rank=2, dropout=0.0)
