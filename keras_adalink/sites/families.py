@@ -96,6 +96,29 @@ def _image_and_text(backbone):
     return [*sites, after_layer(backbone.token_embedding, modality="text")]
 
 
+def _image_and_seq2seq_text(backbone):
+    # T5Gemma2: with a vision encoder (a Gemma3 one, at the encoder's
+    # width), its image embeddings are interleaved into the encoder's
+    # token embeddings after the lookup, scaling and end-of-image ops;
+    # the tables are the rule's (the decoder's an optional site).
+    encoder, decoder = token_embedding_sites(backbone)
+    if backbone.vision_encoder is None:
+        return [encoder, decoder]
+    image = after_layer(backbone.vision_encoder, "image")
+    return [image, encoder.replace(modality="text"), decoder]
+
+
+def _qwen_image_and_text(backbone):
+    # Qwen3.5: its vision encoder folds the batch's images into one row
+    # (`[1, tokens of every image, d]`) that the interleave layer scatters
+    # into the text after the lookup, so image rows are not examples.
+    if backbone.vision_encoder is None:
+        return token_embedding_sites(backbone)
+    image = after_layer(backbone.vision_encoder, "image")
+    text = after_layer(backbone.token_embedding, "text")
+    return [image.replace(per_example=False), text]
+
+
 def _audio_and_text_tokens(backbone):
     # Whisper, Moonshine: audio frames after the convolutional front end
     # and positions (the first encoder block's input); text tokens at the
@@ -238,6 +261,31 @@ FAMILIES = {
         block_input_sites,
         layout=layouts.t5,
     ),
+    "T5Gemma2Backbone": Family(
+        "with a vision encoder, image embeddings (its output, at the "
+        "encoder width) and the encoder's text tokens each get a site, "
+        "tagged for a ModalityRouter, before they are interleaved; the "
+        "decoder's tokens get one on request, as in any encoder-decoder",
+        _image_and_seq2seq_text,
+        block_input_sites,
+    ),
+    **dict.fromkeys(
+        ["Qwen3_5Backbone", "Qwen3_5MoeBackbone"],
+        Family(
+            "with a vision encoder, two sites: image embeddings (the "
+            "encoder's output, every image of the batch in one row, so not "
+            "routed by task) and text tokens, each tagged for a "
+            "ModalityRouter. Adapted or not, its vision encoder reads "
+            "`image_grid_thw` as Python ints (`int(grid_thw[idx][0])` in "
+            "`_fast_pos_embed_interpolate`): generate() with images runs "
+            "only eagerly (as on torch; `compile(run_eagerly=True)` on jax "
+            "and tensorflow), and fit() with images only on tensorflow with "
+            "`run_eagerly=True` (on jax and torch, Keras' build before "
+            "fit() runs that encoder on placeholder grids and fails)",
+            _qwen_image_and_text,
+            block_input_sites,
+        ),
+    ),
     "SegFormerBackbone": Family(
         "its head reads MiT's pyramid through a sub-model over MiT's "
         "layers (`feature_extractor`): replayed with MiT's site inside",
@@ -297,21 +345,6 @@ FAMILIES = {
         "text: after the token lookup, or before the first text block)",
         keras_cv.clip_sites("token_embedding"),
         keras_cv.clip_sites("block_input"),
-    ),
-    # Adapted text-only.
-    "Qwen3_5Backbone": Family(
-        "KerasHub's own generate() with images fails on jax (its vision "
-        "encoder reads `image_grid_thw` as numpy inside the jitted "
-        "function), and the backbone fills empty image inputs in an "
-        "overridden `__call__` that a rebuilt graph cannot carry",
-        text_only=True,
-    ),
-    "T5Gemma2Backbone": Family(
-        "its image embeddings join the encoder's tokens after the "
-        "end-of-image embedding ops; a site after its vision encoder would "
-        "fit, beside the encoder and decoder tables, but is not built and "
-        "tested yet",
-        text_only=True,
     ),
     # Layout rules only (sites by the rule).
     "BertBackbone": _BERT_LAYOUT,
