@@ -1,8 +1,9 @@
 """SAM3 (keras_adalink/sites/sam3.py): a site inside each encoder.
 
 One tiny SAM3 per backend, built once for the module, and one compiled
-predict per model. Torch is skipped while torchvision is absent: KerasHub's
-own SAM3 cannot run there (see `_NO_TORCH`).
+predict per model: the encoders' streams (what the adapter reaches) on
+every backend; the whole segmenter where KerasHub's own SAM3 runs (not on
+torch without torchvision, see `_NO_TORCH`).
 """
 
 import importlib.util
@@ -25,16 +26,11 @@ from tests.fixtures.sam3 import sam3
 from tests.fixtures.sam3 import sam3_inputs
 
 _NO_TORCH = (
-    "KerasHub 0.32's own SAM3 does not run on torch here: with a box prompt "
-    "`SAM3GeometryEncoder._encode_boxes` calls `roi_align`, which imports "
-    "torchvision (not installed), and with no box its geometry encoder's "
-    "`SAM3Attention` fails on its 2-D mask; installing torchvision would "
-    "enable these tests"
-)
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() == "torch"
-    and importlib.util.find_spec("torchvision") is None,
-    reason=_NO_TORCH,
+    "KerasHub 0.32's own SAM3 segmenter does not run on torch here: with a "
+    "box prompt `SAM3GeometryEncoder._encode_boxes` calls `roi_align`, "
+    "which imports torchvision (not installed), and with no box its "
+    "geometry encoder's `SAM3Attention` fails on its 2-D mask; installing "
+    "torchvision would enable this test"
 )
 
 
@@ -54,11 +50,10 @@ def _moved(before, after):
 
 @pytest.fixture(scope="module")
 def frozen():
-    """The segmenter, its inputs, and its frozen predictions."""
+    """The segmenter (preprocessor-free) and its inputs."""
     keras.utils.set_random_seed(0)
     task = keras_hub.models.SAM3PromptableConceptImageSegmenter(sam3())
-    x = sam3_inputs()
-    return task, x, _predict(task, x)
+    return task, sam3_inputs()
 
 
 def _streams(adapted):
@@ -106,7 +101,7 @@ def test_each_module_moves_its_own_stream(frozen, insertion):
     """At init each replayed encoder equals KerasHub's own call; then the
     image module alone moves the image stream only, the text module the
     text stream only."""
-    task, x, _ = frozen
+    task, x = frozen
     adapted = keras_adalink.adapt(task.backbone, rank=2, insertion=insertion)
     own = _own_streams(task.backbone, x)
     streams = _streams(adapted)
@@ -123,11 +118,31 @@ def test_each_module_moves_its_own_stream(frozen, insertion):
         assert moved == [index == 0, index == 1], (index, moved)
 
 
-def test_segmenter_predict_adapted_and_round_trips(frozen, tmp_path):
+def test_streams_round_trip(frozen, tmp_path):
+    """The adapter file and the `.keras` file give back the adapted
+    model's streams, with every module nonzero."""
+    task, x = frozen
+    adapted = keras_adalink.adapt(task, rank=2)
+    randomize_adapter(adapted)
+    check_round_trips(
+        adapted,
+        keras_adalink.adapt(task, rank=2),
+        x,
+        tmp_path,
+        run=lambda model: _streams(model.backbone).predict(x, verbose=0),
+    )
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch"
+    and importlib.util.find_spec("torchvision") is None,
+    reason=_NO_TORCH,
+)
+def test_segmenter_predict_adapted(frozen):
     """The task adapted: same class, only the adapter trains, predict()
-    equal to the frozen task's at init, moved by each module alone; the
-    adapter file and `.keras` round trips give the same predictions."""
-    task, x, before = frozen
+    equal to the frozen task's at init, moved by each module alone."""
+    task, x = frozen
+    before = _predict(task, x)
     adapted = keras_adalink.adapt(task, rank=2)
     assert type(adapted) is type(task)
     paths = [v.path for v in adapted.trainable_weights]
@@ -139,20 +154,12 @@ def test_segmenter_predict_adapted_and_round_trips(frozen, tmp_path):
     for index in range(2):
         randomize_router_module(router, index, seed=index)
         assert _moved(before, _predict(adapted, x)), index
-    randomize_adapter(adapted)
-    check_round_trips(
-        adapted,
-        keras_adalink.adapt(task, rank=2),
-        x,
-        tmp_path,
-        run=lambda model: model.predict(x, verbose=0),
-    )
 
 
 def test_task_rows_reach_both_encoders(frozen):
     """A module per task at both sites (both encoders 16 wide): changing
     row 0's task moves row 0's image and text streams only."""
-    task, x, _ = frozen
+    task, x = frozen
     multi = keras_adalink.adapt(task.backbone, rank=2, num_tasks=2)
     randomize_adapter(multi)
     streams = _streams(multi)
