@@ -43,9 +43,7 @@ def _predict(model, x):
 
 
 def _moved(before, after):
-    return not all(
-        np.allclose(a, b, atol=1e-4) for a, b in zip(before, after)
-    )
+    return not all(np.allclose(a, b, atol=1e-4) for a, b in zip(before, after))
 
 
 @pytest.fixture(scope="module")
