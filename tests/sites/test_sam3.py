@@ -81,7 +81,8 @@ def _own_streams(backbone, x):
 
 def test_sites_inside_both_encoders(frozen):
     """An image and a text site, inside the vision and text encoders; the
-    text site after the token lookup by default, one module per modality."""
+    text site after the token lookup by default, one module per modality
+    (or one shared, `unified=True`)."""
     backbone = frozen[0].backbone
     for insertion in ("token_embedding", "block_input"):
         found = find_insertion_sites(backbone, insertion)
@@ -92,6 +93,8 @@ def test_sites_inside_both_encoders(frozen):
         ]
     assert default_insertion(backbone) == "token_embedding"
     assert default_modalities(backbone) == ["image", "text"]
+    shared = keras_adalink.adapt(backbone, rank=2, unified=True)
+    assert shared.adapter.unified
 
 
 @pytest.mark.parametrize("insertion", ["token_embedding", "block_input"])
