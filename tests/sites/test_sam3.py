@@ -29,8 +29,8 @@ _NO_TORCH = (
     "KerasHub 0.32's own SAM3 segmenter does not run on torch here: with a "
     "box prompt `SAM3GeometryEncoder._encode_boxes` calls `roi_align`, "
     "which imports torchvision (not installed), and with no box its "
-    "geometry encoder's `SAM3Attention` fails on its 2-D mask; installing "
-    "torchvision would enable this test"
+    "geometry encoder's `SAM3Attention` fails on its 2-D mask; the test "
+    "runs on torch where torchvision is installed"
 )
 
 
