@@ -27,7 +27,9 @@ from keras_adalink.sites.site import Site
 
 def _sub_model(name, inputs, body):
     """`body` over fresh inputs shaped like `inputs`, as a model called on
-    `inputs`."""
+    `inputs`; on tensors (a direct call of the encoder), `body` itself."""
+    if not any(isinstance(t, keras.KerasTensor) for t in inputs):
+        return body(*inputs)
     fresh = [
         keras.Input(shape=t.shape[1:], dtype=t.dtype, name=f"{name}_{i}")
         for i, t in enumerate(inputs)

@@ -101,7 +101,7 @@ def test_sites_inside_both_encoders(frozen):
 def test_each_module_moves_its_own_stream(frozen, insertion):
     """At init each replayed encoder equals KerasHub's own call; then the
     image module alone moves the image stream only, the text module the
-    text stream only."""
+    text stream only, in the graph and in direct calls of the encoder."""
     task, x = frozen
     adapted = keras_adalink.adapt(task.backbone, rank=2, insertion=insertion)
     own = _own_streams(task.backbone, x)
@@ -117,6 +117,10 @@ def test_each_module_moves_its_own_stream(frozen, insertion):
         got = _split(streams.predict(x, verbose=0))
         moved = [_moved(want, have) for want, have in zip(own, got)]
         assert moved == [index == 0, index == 1], (index, moved)
+    # Direct callers of the encoder (`adapted.text_encoder`) get the same.
+    mask = np.asarray(x["padding_mask"], bool)
+    direct = to_numpy(adapted.text_encoder(x["token_ids"], mask))
+    np.testing.assert_allclose(direct, got[1][0], atol=1e-5)
 
 
 def test_streams_round_trip(frozen, tmp_path):
