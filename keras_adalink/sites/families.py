@@ -15,6 +15,7 @@ from keras_adalink.sites import encoder_heads
 from keras_adalink.sites import gemma3n
 from keras_adalink.sites import keras_cv
 from keras_adalink.sites import layouts
+from keras_adalink.sites import sam3
 from keras_adalink.sites import text_recognizer
 from keras_adalink.sites.rule import block_input_sites
 from keras_adalink.sites.rule import token_embedding_sites
@@ -338,6 +339,14 @@ FAMILIES = {
         _text_and_image_tokens,
         _text_and_image_tokens,
     ),
+    "SAM3PromptableConceptBackbone": Family(
+        "its encoders embed inside their Python calls: each is replayed "
+        "with its site inside (image patches before the ViT's first layer; "
+        "text tokens after the lookup, or before the first text layer), "
+        "ahead of the DETR encoder that reads both",
+        sam3.sam3_sites("token_embedding"),
+        sam3.sam3_sites("block_input"),
+    ),
     # KerasCV (the `cv` extra).
     "CLIP": Family(
         "KerasCV's CLIP: its towers are subclassed layers, each replayed "
@@ -381,17 +390,6 @@ FAMILIES = {
     **dict.fromkeys(
         ["BASNetBackbone", "DeepLabV3Backbone", "RetinaNetBackbone"],
         _CONVOLUTIONAL_HEAD,
-    ),
-    "SAM3PromptableConceptBackbone": Family(
-        "a model whose vision (`SAM3VisionEncoder`) and text "
-        "(`SAM3TextEncoder`) encoders are subclassed layers that embed "
-        "patches and tokens inside their Python calls, so its graph holds "
-        "no tensor of either stream before their first transformer layers "
-        "(sites there need a mirror of those calls, as keras_cv.py does for "
-        "KerasCV's CLIP); sites on the encoders' outputs where they enter "
-        "the DETR encoder, as PaliGemma's, would fit but are not built and "
-        "tested yet",
-        refused=True,
     ),
     "BLIP2Backbone": Family(
         "a vision encoder, a Q-Former and a language model, three nested "
