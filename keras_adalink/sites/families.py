@@ -161,10 +161,14 @@ def _context_and_latents(backbone):
     # the backbone graph calls as one layer, replayed inline) embeds the
     # text context (`context_embedding`) and the latent patches (with
     # positions, `position_embedding_add`) before its first joint block.
+    # With guidance, `denoise_step` stacks the batch twice (conditional
+    # rows, then unconditional) before the transformer.
     diffuser = backbone.diffuser
     return [
-        after_layer(diffuser.context_embedding, "text"),
-        after_layer(diffuser.position_embedding_add, "image"),
+        after_layer(diffuser.context_embedding, "text").replace(stacked=True),
+        after_layer(diffuser.position_embedding_add, "image").replace(
+            stacked=True
+        ),
     ]
 
 

@@ -25,6 +25,9 @@ class Site:
             inside), that inner `Site`; `None` otherwise.
         per_example: rows are the batch's examples (`False` for
             VideoPrism's frames, which cannot be routed by task).
+        stacked: rows are the batch's examples stacked in copies
+            (classifier-free guidance: conditional rows, then unconditional
+            ones), so a `TaskRouter` tiles its task ids in that order.
     """
 
     layer: Any
@@ -35,6 +38,7 @@ class Site:
     where: str = "after"
     inner: "Site | None" = None
     per_example: bool = True
+    stacked: bool = False
 
     @property
     def tower(self):
