@@ -102,6 +102,7 @@ def test_text_and_latent_sites_identity_then_each_module(sd3, tmp_path):
 
 
 def test_unified_module_and_image_to_image(sd3):
+    """ImageToImage adapted: a unified module, then one per task."""
     task, _ = sd3
     adapted = keras_adalink.adapt(task.backbone, rank=2, unified=True)
     assert adapted.adapter.unified  # One module for both streams.
@@ -122,6 +123,14 @@ def test_unified_module_and_image_to_image(sd3):
     np.testing.assert_array_equal(image_to_image(adapted_task), frozen)
     randomize_adapter(adapted_task)
     assert not np.array_equal(image_to_image(adapted_task), frozen)
+    # Per-task modules: the row of task 0 (a zero module) is the frozen
+    # model's, the row of task 1 moves.
+    routed = keras_adalink.adapt(image_task, rank=2, num_tasks=2)
+    randomize_router_module(routed.backbone.adapter, 1)
+    inputs["task_id"] = np.array([0, 1], "int32")
+    images = image_to_image(routed)
+    np.testing.assert_array_equal(images[0], frozen[0])
+    assert not np.array_equal(images[1], frozen[1])
 
 
 @pytest.mark.skipif(
