@@ -187,10 +187,14 @@ def _context_and_latents(backbone):
     # the backbone graph calls as one layer, replayed inline) embeds the
     # text context (`context_embedding`) and the latent patches (with
     # positions, `position_embedding_add`) before its first joint block.
+    # With guidance, `denoise_step` stacks the batch twice (conditional
+    # rows, then unconditional) before the transformer.
     diffuser = backbone.diffuser
     return [
-        after_layer(diffuser.context_embedding, "text"),
-        after_layer(diffuser.position_embedding_add, "image"),
+        after_layer(diffuser.context_embedding, "text").replace(stacked=True),
+        after_layer(diffuser.position_embedding_add, "image").replace(
+            stacked=True
+        ),
     ]
 
 
@@ -317,7 +321,8 @@ FAMILIES = {
         "two sites inside its diffusion transformer, before the first joint "
         "block: text-context tokens and latent patch tokens; its tasks call "
         "the transformer once per denoising step through backbone methods, "
-        "which the adapted backbone carries",
+        "which the adapted backbone carries; guidance stacks each example "
+        "twice there, and a TaskRouter routes both copies by its task id",
         _context_and_latents,
         _context_and_latents,
         task_calls=_SD3_TASK_CALLS,
@@ -335,7 +340,10 @@ FAMILIES = {
     ),
     "FluxBackbone": Family(
         "two sites before the first double block: text tokens and latent "
-        "patch tokens, each after its input projection",
+        "patch tokens, each after its input projection; FluxTextToImage's "
+        "generate() does not run on KerasHub 0.32 even unadapted (no "
+        "`FluxBackbone.latent_shape`; `encode_text_step`, `denoise_step` "
+        "and `decode_step` raise NotImplementedError)",
         _text_and_image_tokens,
         _text_and_image_tokens,
     ),

@@ -34,6 +34,9 @@ class Site:
             whose output the adapter takes; code that calls that sublayer
             itself (PARSeq's cached decoding calls
             `decoder.token_embedding`) gets it adapted too. `""`: none.
+        stacked: rows are the batch's examples stacked in copies
+            (classifier-free guidance: conditional rows, then unconditional
+            ones), so a `TaskRouter` tiles its task ids in that order.
     """
 
     layer: Any
@@ -46,6 +49,7 @@ class Site:
     per_example: bool = True
     streams: tuple = ()
     sublayer: str = ""
+    stacked: bool = False
 
     @property
     def tower(self):
