@@ -287,20 +287,24 @@ def render():
         for name, entry in _entries(lambda e: e.has_sites)
         if hasattr(keras_hub.models, name)
     ]
-    lines += [
-        "",
-        "## Adapted text-only",
-        "",
-        "Built with a vision or audio encoder, these are refused (built "
-        "without, their text path is adapted as above):",
-        "",
-        "| backbone | why the other modalities are not mapped |",
-        "|---|---|",
-    ]
-    lines += [
-        f"| `{name}` | {entry.why} |"
-        for name, entry in _entries(lambda e: e.text_only)
-    ]
+    lines += ["", "## Adapted text-only", ""]
+    text_only = _entries(lambda e: e.text_only)
+    if not text_only:
+        lines += [
+            "None: every family above built with a vision or audio encoder "
+            "has a site for each (its row in the table above). A family the "
+            "rule finds that has an encoder without such sites is refused "
+            "until they are mapped."
+        ]
+    else:
+        lines += [
+            "Built with a vision or audio encoder, these are refused (built "
+            "without, their text path is adapted as above):",
+            "",
+            "| backbone | why the other modalities are not mapped |",
+            "|---|---|",
+        ]
+        lines += [f"| `{name}` | {entry.why} |" for name, entry in text_only]
     lines += ["", "## Refused", "", "| backbone | why |", "|---|---|"]
     lines += [
         f"| `{name}` | {entry.why} |"

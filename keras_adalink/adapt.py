@@ -1,6 +1,9 @@
 import keras
 from keras_hub.models import Backbone
+from keras_hub.models import ImageToImage
+from keras_hub.models import Inpaint
 from keras_hub.models import Task
+from keras_hub.models import TextToImage
 
 from keras_adalink.layers import AdaLink
 from keras_adalink.layers import ModalityRouter
@@ -12,6 +15,8 @@ from keras_adalink.quantization import quantize_frozen
 from keras_adalink.quantization import rematerialize_blocks
 from keras_adalink.sites import default_modalities
 from keras_adalink.validation import checked_entry_points
+
+_DIFFUSION_TASKS = (TextToImage, ImageToImage, Inpaint)
 
 
 def make_adapter(
@@ -186,7 +191,9 @@ def reattach(task: Task) -> Task:
        `generate_step`'s cached decoding calls backbone layers directly and
        never sees model inputs, so the task's `generate_step` is wrapped to
        route those calls by the traced `task_id` (one compiled function
-       serves every mix of tasks).
+       serves every mix of tasks). Diffusion tasks (`TextToImage`,
+       `ImageToImage`, `Inpaint`) take `task_id` beside `prompts` the
+       same way; their denoising steps call the transformer directly.
     3. For a `TaskRouter` task whose `compute_loss` calls backbone layers
        directly (`PARSeqCausalLM`'s, once per permutation), those calls
        are routed by the batch's `task_id` the same way.
@@ -210,6 +217,8 @@ def reattach(task: Task) -> Task:
     _route_compute_loss(task, backbone)
     if not hasattr(type(task), "generate_step"):
         return task
+    if isinstance(task, _DIFFUSION_TASKS):
+        return _route_diffusion(task, backbone)
     step = type(task).generate_step.__get__(task)
 
     def generate_step(inputs, stop_token_ids=None):
@@ -242,6 +251,42 @@ def _route_compute_loss(task, backbone):
             return loss(*args, **kwargs)
 
     task.compute_loss = compute_loss
+
+
+def _route_diffusion(task, backbone):
+    # KerasHub's `generate()` hands `generate_function` only the prompts'
+    # token ids, so `task_id` is popped from the inputs here and given to
+    # the compiled function as an argument (traced, not a constant).
+    task_ids = []
+
+    def generate(inputs, *args, **kwargs):
+        inputs = dict(inputs)
+        task_id = inputs.pop("task_id", None)
+        if task_id is None:
+            raise ValueError(
+                "This model has one adapter per task: pass `task_id` "
+                "(int, shape [batch]) in the generate() inputs."
+            )
+        backbone.adapter.check_ids(keras.ops.convert_to_numpy(task_id))
+        task_ids.append(keras.ops.convert_to_tensor(task_id, "int32"))
+        try:
+            return type(task).generate(task, inputs, *args, **kwargs)
+        finally:
+            task_ids.pop()
+
+    def generate_step(*args, task_id):
+        with backbone.routing(task_id):
+            return type(task).generate_step(task, *args)
+
+    def make_generate_function():
+        compiled = type(task).make_generate_function(task)
+        return lambda *args: compiled(*args, task_id=task_ids[-1])
+
+    task.generate = generate
+    task.generate_step = generate_step
+    task.make_generate_function = make_generate_function
+    task.generate_function = None  # Rebuilt on the next generate().
+    return task
 
 
 def _rebuild_task(task, adapted, train_head):

@@ -143,7 +143,8 @@ TWINS = {
         "adapted in either)"
     ),
     "Qwen3_5Backbone": _decoder(
-        _PLAIN_DECODER + "; text-only (adapt() refuses its vision encoder); "
+        _PLAIN_DECODER + "; text-only (with a vision encoder, adapt() "
+        "makes a ModalityRouter, which a PEFT adapter cannot hold); "
         "HF's AutoModelForCausalLM reads the checkpoint's "
         "model.language_model weights into model"
     ),
@@ -191,8 +192,9 @@ NO_TWIN = {
     ),
     "T5Gemma2Backbone": (
         "transformers' T5Gemma2 always carries a vision tower, which "
-        "KerasHub's converter turns into a vision encoder that adapt() "
-        "refuses; a text-only T5Gemma2Backbone has no HF twin (HF's "
+        "KerasHub's converter turns into a vision encoder, so adapt() makes "
+        "an image and a text module (a ModalityRouter, which a PEFT adapter "
+        "cannot hold); a text-only T5Gemma2Backbone has no HF twin (HF's "
         "embedding also replaces the end-of-image token's row with a "
         "learned vector that the text-only backbone lacks)"
     ),

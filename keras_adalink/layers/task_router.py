@@ -43,6 +43,10 @@ class TaskRouter(BaseAdaLink):
         inputs: float tensor `[batch, sequence, d]`.
         task_id: int tensor `[batch]` (or `[batch, 1]`).
         training: bool. Whether dropout is active.
+        stacked: bool. The rows of `inputs` are the batch's examples stacked
+            `k` times (`[k * batch, ...]`: classifier-free guidance's
+            conditional copy, then its unconditional one); `task_id` is
+            tiled `k` times to match. Defaults to `False`.
 
     Example:
     >>> router = TaskRouter(num_tasks=3, rank=4)
@@ -130,11 +134,14 @@ class TaskRouter(BaseAdaLink):
         """Raises unless numpy `values` are task ids in `[0, num_tasks)`."""
         self._check_ids(values, "task_id", self.num_tasks, low=0)
 
-    def call(self, inputs, task_id, training=None):
+    def call(self, inputs, task_id, training=None, stacked=False):
         values = concrete_numpy(task_id)
         if values is not None:
             self.check_ids(values)
         task_id = ops.reshape(ops.cast(task_id, "int32"), (-1,))
+        if stacked:
+            copies = ops.shape(inputs)[0] // ops.shape(task_id)[0]
+            task_id = ops.tile(task_id, [copies])
         valid = ops.logical_and(task_id >= 0, task_id < self.num_tasks)
         safe_id = ops.where(valid, task_id, 0)
         # Gather each example's module first, then cast: with thousands of

@@ -160,8 +160,9 @@ class AdaLinkBackbone(Backbone):
             if frames:
                 raise ValueError(
                     f"{type(backbone).__name__} feeds {frames} rows that are "
-                    "not examples (frames), so a TaskRouter cannot route "
-                    "them by task. Use a single AdaLink or a ModalityRouter."
+                    "not examples (video frames, or every image of the "
+                    "batch in one row), so a TaskRouter cannot route them "
+                    "by task. Use a single AdaLink or a ModalityRouter."
                 )
         backbone.trainable = False
 
@@ -255,7 +256,8 @@ class AdaLinkBackbone(Backbone):
     def _forward_attributes(self, backbone, adapted_calls):
         """Exposes the backbone's public attributes on this model.
 
-        Tasks read hyperparameters (`hidden_dim`, `cls_token_index`) and,
+        Tasks read hyperparameters (`hidden_dim`, `cls_token_index`),
+        weights (`encoder_eoi_embedding`) and,
         in `CausalLM.call_with_cache` (what `generate()` runs), call layers
         directly: `token_embedding`, `transformer_layers`, `layer_norm`.
         Layers at insertion sites are exposed as their `AdaptedCall` (a
@@ -287,6 +289,10 @@ class AdaLinkBackbone(Backbone):
                 setattr(self, key, value)
             elif isinstance(value, keras.layers.Layer):
                 object.__setattr__(self, key, swap(value))
+            elif isinstance(value, keras.Variable):
+                # A frozen weight tasks read (T5Gemma2's end-of-image
+                # embedding); tracked through `self.backbone`.
+                object.__setattr__(self, key, value)
             elif callable(value):  # An activation tasks read (ESM's).
                 object.__setattr__(self, key, value)
 

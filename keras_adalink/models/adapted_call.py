@@ -24,6 +24,7 @@ def site_calls(adapter, site, graph_inputs, routing):
     if site.streams:
         return _stream_calls(adapter, site, graph_inputs, routing)
     if isinstance(adapter, TaskRouter):
+        stacked = {"stacked": True} if site.stacked else {}
 
         def direct(x):
             if routing.task_id is None:
@@ -35,9 +36,12 @@ def site_calls(adapter, site, graph_inputs, routing):
                     "`keras_adalink.reattach(model)` once), or wrap "
                     "calls in `backbone.routing(task_id)`."
                 )
-            return adapter(x, task_id=routing.task_id)
+            return adapter(x, task_id=routing.task_id, **stacked)
 
-        return lambda x: adapter(x, task_id=graph_inputs["task_id"]), direct
+        def graph_call(x):
+            return adapter(x, task_id=graph_inputs["task_id"], **stacked)
+
+        return graph_call, direct
     if isinstance(adapter, ModalityRouter):
         if site.modality is None:
             graph = {}

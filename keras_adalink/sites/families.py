@@ -16,6 +16,7 @@ from keras_adalink.sites import gemma3n
 from keras_adalink.sites import keras_cv
 from keras_adalink.sites import layouts
 from keras_adalink.sites import query_tokens
+from keras_adalink.sites import sam3
 from keras_adalink.sites import text_recognizer
 from keras_adalink.sites.rule import block_input_sites
 from keras_adalink.sites.rule import token_embedding_sites
@@ -97,6 +98,29 @@ def _image_and_text(backbone):
     return [*sites, after_layer(backbone.token_embedding, modality="text")]
 
 
+def _image_and_seq2seq_text(backbone):
+    # T5Gemma2: with a vision encoder (a Gemma3 one, at the encoder's
+    # width), its image embeddings are interleaved into the encoder's
+    # token embeddings after the lookup, scaling and end-of-image ops;
+    # the tables are the rule's (the decoder's an optional site).
+    encoder, decoder = token_embedding_sites(backbone)
+    if backbone.vision_encoder is None:
+        return [encoder, decoder]
+    image = after_layer(backbone.vision_encoder, "image")
+    return [image, encoder.replace(modality="text"), decoder]
+
+
+def _qwen_image_and_text(backbone):
+    # Qwen3.5: its vision encoder folds the batch's images into one row
+    # (`[1, tokens of every image, d]`) that the interleave layer scatters
+    # into the text after the lookup, so image rows are not examples.
+    if backbone.vision_encoder is None:
+        return token_embedding_sites(backbone)
+    image = after_layer(backbone.vision_encoder, "image")
+    text = after_layer(backbone.token_embedding, "text")
+    return [image.replace(per_example=False), text]
+
+
 def _audio_and_text_tokens(backbone):
     # Whisper, Moonshine: audio frames after the convolutional front end
     # and positions (the first encoder block's input); text tokens at the
@@ -164,10 +188,14 @@ def _context_and_latents(backbone):
     # the backbone graph calls as one layer, replayed inline) embeds the
     # text context (`context_embedding`) and the latent patches (with
     # positions, `position_embedding_add`) before its first joint block.
+    # With guidance, `denoise_step` stacks the batch twice (conditional
+    # rows, then unconditional) before the transformer.
     diffuser = backbone.diffuser
     return [
-        after_layer(diffuser.context_embedding, "text"),
-        after_layer(diffuser.position_embedding_add, "image"),
+        after_layer(diffuser.context_embedding, "text").replace(stacked=True),
+        after_layer(diffuser.position_embedding_add, "image").replace(
+            stacked=True
+        ),
     ]
 
 
@@ -239,6 +267,31 @@ FAMILIES = {
         block_input_sites,
         layout=layouts.t5,
     ),
+    "T5Gemma2Backbone": Family(
+        "with a vision encoder, image embeddings (its output, at the "
+        "encoder width) and the encoder's text tokens each get a site, "
+        "tagged for a ModalityRouter, before they are interleaved; the "
+        "decoder's tokens get one on request, as in any encoder-decoder",
+        _image_and_seq2seq_text,
+        block_input_sites,
+    ),
+    **dict.fromkeys(
+        ["Qwen3_5Backbone", "Qwen3_5MoeBackbone"],
+        Family(
+            "with a vision encoder, two sites: image embeddings (the "
+            "encoder's output, every image of the batch in one row, so not "
+            "routed by task) and text tokens, each tagged for a "
+            "ModalityRouter. Adapted or not, its vision encoder reads "
+            "`image_grid_thw` as Python ints (`int(grid_thw[idx][0])` in "
+            "`_fast_pos_embed_interpolate`): generate() with images runs "
+            "only eagerly (as on torch; `compile(run_eagerly=True)` on jax "
+            "and tensorflow), and fit() with images only on tensorflow with "
+            "`run_eagerly=True` (on jax and torch, Keras' build before "
+            "fit() runs that encoder on placeholder grids and fails)",
+            _qwen_image_and_text,
+            block_input_sites,
+        ),
+    ),
     "SegFormerBackbone": Family(
         "its head reads MiT's pyramid through a sub-model over MiT's "
         "layers (`feature_extractor`): replayed with MiT's site inside",
@@ -269,7 +322,8 @@ FAMILIES = {
         "two sites inside its diffusion transformer, before the first joint "
         "block: text-context tokens and latent patch tokens; its tasks call "
         "the transformer once per denoising step through backbone methods, "
-        "which the adapted backbone carries",
+        "which the adapted backbone carries; guidance stacks each example "
+        "twice there, and a TaskRouter routes both copies by its task id",
         _context_and_latents,
         _context_and_latents,
         task_calls=_SD3_TASK_CALLS,
@@ -287,7 +341,10 @@ FAMILIES = {
     ),
     "FluxBackbone": Family(
         "two sites before the first double block: text tokens and latent "
-        "patch tokens, each after its input projection",
+        "patch tokens, each after its input projection; FluxTextToImage's "
+        "generate() does not run on KerasHub 0.32 even unadapted (no "
+        "`FluxBackbone.latent_shape`; `encode_text_step`, `denoise_step` "
+        "and `decode_step` raise NotImplementedError)",
         _text_and_image_tokens,
         _text_and_image_tokens,
     ),
@@ -305,6 +362,14 @@ FAMILIES = {
         query_tokens.image_and_text,
         task_calls=("num_query_tokens", "qformer_hidden_dim"),
     ),
+    "SAM3PromptableConceptBackbone": Family(
+        "its encoders embed inside their Python calls: each is replayed "
+        "with its site inside (image patches before the ViT's first layer; "
+        "text tokens after the lookup, or before the first text layer), "
+        "ahead of the DETR encoder that reads both",
+        sam3.sam3_sites("token_embedding"),
+        sam3.sam3_sites("block_input"),
+    ),
     # KerasCV (the `cv` extra).
     "CLIP": Family(
         "KerasCV's CLIP: its towers are subclassed layers, each replayed "
@@ -312,21 +377,6 @@ FAMILIES = {
         "text: after the token lookup, or before the first text block)",
         keras_cv.clip_sites("token_embedding"),
         keras_cv.clip_sites("block_input"),
-    ),
-    # Adapted text-only.
-    "Qwen3_5Backbone": Family(
-        "KerasHub's own generate() with images fails on jax (its vision "
-        "encoder reads `image_grid_thw` as numpy inside the jitted "
-        "function), and the backbone fills empty image inputs in an "
-        "overridden `__call__` that a rebuilt graph cannot carry",
-        text_only=True,
-    ),
-    "T5Gemma2Backbone": Family(
-        "its image embeddings join the encoder's tokens after the "
-        "end-of-image embedding ops; a site after its vision encoder would "
-        "fit, beside the encoder and decoder tables, but is not built and "
-        "tested yet",
-        text_only=True,
     ),
     # Layout rules only (sites by the rule).
     "BertBackbone": _BERT_LAYOUT,
@@ -363,17 +413,6 @@ FAMILIES = {
     **dict.fromkeys(
         ["BASNetBackbone", "DeepLabV3Backbone", "RetinaNetBackbone"],
         _CONVOLUTIONAL_HEAD,
-    ),
-    "SAM3PromptableConceptBackbone": Family(
-        "a model whose vision (`SAM3VisionEncoder`) and text "
-        "(`SAM3TextEncoder`) encoders are subclassed layers that embed "
-        "patches and tokens inside their Python calls, so its graph holds "
-        "no tensor of either stream before their first transformer layers "
-        "(sites there need a mirror of those calls, as keras_cv.py does for "
-        "KerasCV's CLIP); sites on the encoders' outputs where they enter "
-        "the DETR encoder, as PaliGemma's, would fit but are not built and "
-        "tested yet",
-        refused=True,
     ),
     "EdRecBackbone": Family(
         "a recommendation model over item-id features, not a token "

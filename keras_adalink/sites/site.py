@@ -24,7 +24,8 @@ class Site:
         inner: for a tower (a sub-model replayed with a site of its own
             inside), that inner `Site`; `None` otherwise.
         per_example: rows are the batch's examples (`False` for
-            VideoPrism's frames, which cannot be routed by task).
+            VideoPrism's frames and Qwen3.5's images, all in one row,
+            which cannot be routed by task).
         streams: for a layer whose one output holds several modalities'
             tokens, merged per position (Gemma3n's embedding processor),
             those modalities; `apply` then receives `adapter(x, ids)`,
@@ -33,6 +34,9 @@ class Site:
             whose output the adapter takes; code that calls that sublayer
             itself (PARSeq's cached decoding calls
             `decoder.token_embedding`) gets it adapted too. `""`: none.
+        stacked: rows are the batch's examples stacked in copies
+            (classifier-free guidance: conditional rows, then unconditional
+            ones), so a `TaskRouter` tiles its task ids in that order.
     """
 
     layer: Any
@@ -45,6 +49,7 @@ class Site:
     per_example: bool = True
     streams: tuple = ()
     sublayer: str = ""
+    stacked: bool = False
 
     @property
     def tower(self):
